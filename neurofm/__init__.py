@@ -1,1 +1,27 @@
+"""neurofm: EEG and fMRI brain foundation models.
+
+Public API::
+
+    raw = neurofm.read_eeg("recording.edf")        # any MNE format, canonical channels
+    tokens = neurofm.tokenize(raw, neurofm.Recipe())  # Tokens (windows, channels, patches, samples)
+    for batch in neurofm.iter_tokens(raw, batch_size=64): ...   # constant memory
+"""
+
+from .channels import ChannelReport, eeg_vocabulary, map_channels
+from .io import read_eeg
+from .preprocess import Recipe, preprocess
+from .tokens import Tokens, collate, iter_tokens, tokenize
+
 __version__ = "0.1.0.dev0"
+__all__ = [
+    "ChannelReport",
+    "Recipe",
+    "Tokens",
+    "collate",
+    "eeg_vocabulary",
+    "iter_tokens",
+    "map_channels",
+    "preprocess",
+    "read_eeg",
+    "tokenize",
+]

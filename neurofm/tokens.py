@@ -1,0 +1,277 @@
+"""``Tokens``: the one batch type every model in neurofm consumes, and how EEG becomes it.
+
+A batch is a grid of space units (channels or parcels) x time patches:
+
+==========  ==============  ==================================================
+field       shape           meaning
+==========  ==============  ==================================================
+``x``       (B, S, N, P)    signal patches, model units
+``space``   (B, S) long     vocabulary id per unit (``PAD`` 0, ``UNK`` 1)
+``pos``     (B, S, 3)       MNI millimetres, NaN where unknown
+``t``       (B, N)          start of each patch in seconds
+``mask``    (B, S, N) bool  True for real tokens; padding, NaN or flat: False
+==========  ==============  ==================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+import torch
+from einops import rearrange
+
+from .channels import PAD, eeg_vocabulary
+from .preprocess import Recipe, Stream
+from .utils import NeurofmError, SignalError, logger
+
+
+@dataclass
+class Tokens:
+    """A batch of space x time patch grids (see the module docstring)."""
+
+    x: torch.Tensor
+    space: torch.Tensor
+    pos: torch.Tensor
+    t: torch.Tensor
+    mask: torch.Tensor
+    names: list[tuple[str, ...]] | None = None  # space-unit names per batch item
+
+    def __post_init__(self):
+        if self.x.ndim != 4:
+            raise NeurofmError(f"Tokens.x must be (B, S, N, P); got shape {tuple(self.x.shape)}")
+        B, S, N, _ = self.x.shape
+        expected = {"space": (B, S), "pos": (B, S, 3), "t": (B, N), "mask": (B, S, N)}
+        for name, shape in expected.items():
+            got = tuple(getattr(self, name).shape)
+            if got != shape:
+                raise NeurofmError(
+                    f"Tokens.{name} has shape {got} but x {tuple(self.x.shape)} needs {shape}"
+                )
+        if self.mask.dtype != torch.bool:
+            raise NeurofmError(f"Tokens.mask must be bool, got {self.mask.dtype}")
+        if self.names is not None and len(self.names) != B:
+            raise NeurofmError(f"Tokens.names has {len(self.names)} entries for a batch of {B}")
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return tuple(self.x.shape)
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, idx) -> Tokens:
+        if isinstance(idx, slice):
+            rows = list(range(len(self)))[idx]
+        else:
+            rows = torch.arange(len(self))[torch.as_tensor(idx)].reshape(-1).tolist()
+        tensors = {f.name: getattr(self, f.name)[rows] for f in fields(self) if f.name != "names"}
+        names = None if self.names is None else [self.names[i] for i in rows]
+        return Tokens(**tensors, names=names)
+
+    def to(self, device=None, dtype=None) -> Tokens:
+        """Move to a device; ``dtype`` applies to the signal ``x`` only."""
+        moved = {f.name: getattr(self, f.name).to(device) for f in fields(self) if f.name != "names"}
+        if dtype is not None:
+            moved["x"] = moved["x"].to(dtype)
+        return replace(self, **moved)
+
+    def pin_memory(self) -> Tokens:
+        return replace(self, **{f.name: getattr(self, f.name).pin_memory() for f in fields(self) if f.name != "names"})
+
+    def __repr__(self) -> str:
+        B, S, N, P = self.shape
+        real = self.mask.float().mean().item() if self.mask.numel() else 0.0
+        return f"Tokens(B={B}, S={S} units, N={N} patches, P={P} samples, {real:.0%} real)"
+
+    def to_xarray(self):
+        """The signal as an ``xarray.DataArray`` (window, channel, patch, sample).
+
+        Needs one montage across the batch (as from :func:`tokenize`).
+        """
+        import xarray as xr
+
+        names = self.names[0] if self.names else [f"unit{i}" for i in range(self.shape[1])]
+        if self.names and any(n != self.names[0] for n in self.names):
+            raise NeurofmError("to_xarray needs one montage across the batch; index one item first")
+        B, S, N, P = self.shape
+        return xr.DataArray(
+            self.x.numpy(),
+            dims=("window", "channel", "patch", "sample"),
+            coords={
+                "channel": list(names),
+                "window_start": ("window", self.t[:, 0].numpy()),
+                "patch_start": (("window", "patch"), self.t.numpy()),
+                **{f"mni_{a}": ("channel", self.pos[0, :, i].numpy()) for i, a in enumerate("xyz")},
+                "vocab_id": ("channel", self.space[0].numpy()),
+                "real": (("window", "channel", "patch"), self.mask.numpy()),
+            },
+            name="eeg",
+            attrs={"units": "model units (see Recipe.unit_scale)"},
+        )
+
+
+def collate(batch: Sequence[Tokens]) -> Tokens:
+    """Concatenate Tokens with different montages or lengths, padding with ``mask=False``.
+
+    Space units are padded to the largest S (``space=PAD``, ``pos=NaN``) and patches to
+    the largest N (``t=0``). Patch lengths P must agree (one recipe).
+    """
+    if not batch:
+        raise NeurofmError("collate needs at least one Tokens")
+    lengths = {b.shape[3] for b in batch}
+    if len(lengths) > 1:
+        raise NeurofmError(f"cannot batch patches of different lengths {sorted(lengths)}: use one Recipe")
+    S = max(b.shape[1] for b in batch)
+    N = max(b.shape[2] for b in batch)
+
+    def pad(tensor, sizes, value):
+        widths = []
+        for dim in reversed(range(tensor.ndim)):
+            widths += [0, sizes.get(dim, tensor.shape[dim]) - tensor.shape[dim]]
+        return torch.nn.functional.pad(tensor, widths, value=value)
+
+    out = {
+        "x": torch.cat([pad(b.x, {1: S, 2: N}, 0.0) for b in batch]),
+        "space": torch.cat([pad(b.space, {1: S}, PAD) for b in batch]),
+        "pos": torch.cat([pad(b.pos, {1: S}, float("nan")) for b in batch]),
+        "t": torch.cat([pad(b.t, {1: N}, 0.0) for b in batch]),
+        "mask": torch.cat([pad(b.mask, {1: S, 2: N}, False) for b in batch]),
+    }
+    names = None
+    if all(b.names is not None for b in batch):
+        names = [n for b in batch for n in b.names]
+    return Tokens(**out, names=names)
+
+
+def channel_positions(raw, names) -> np.ndarray:
+    """(S, 3) MNI mm: the vocabulary's template position, else the file's own, else NaN."""
+    import mne
+
+    from .channels import positions
+
+    pos = positions(names)
+    missing = [i for i, n in enumerate(names) if not np.isfinite(pos[i]).all()]
+    if missing:
+        template = mne.channels.make_standard_montage("colin27_1005")
+        head_mri = mne.transforms.invert_transform(mne.channels.compute_native_head_t(template))
+        for i in missing:
+            loc = raw.info["chs"][raw.ch_names.index(names[i])]["loc"][:3]
+            if np.isfinite(loc).all() and np.any(loc != 0):
+                pos[i] = 1000.0 * mne.transforms.apply_trans(head_mri, loc)
+    return pos
+
+
+def _windows(stream: Stream) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(start sample, window (C, W), NaN taint (C, W)) from a stream's consecutive chunks."""
+    W, step = stream.recipe.window_len, stream.recipe.stride_len
+    C = len(stream.ch_names)
+    buf, taint = np.zeros((C, 0), np.float32), np.zeros((C, 0), bool)
+    buf_start = next_start = 0
+    for _, y, tnt in stream.blocks():
+        buf = np.concatenate([buf, y], axis=1)
+        taint = np.concatenate([taint, np.zeros(y.shape, bool) if tnt is None else tnt], axis=1)
+        while next_start + W <= buf_start + buf.shape[1]:
+            i = next_start - buf_start
+            yield next_start, buf[:, i : i + W], taint[:, i : i + W]
+            next_start += step
+        drop = min(next_start - buf_start, buf.shape[1])
+        buf, taint, buf_start = buf[:, drop:], taint[:, drop:], buf_start + drop
+
+
+def iter_tokens(source, recipe: Recipe | None = None, *, batch_size: int = 64, picks=None,
+                chunk_seconds: float = 120.0, progress: bool = False) -> Iterator[Tokens]:  # fmt: skip
+    """Stream a recording as batches of :class:`Tokens`, in constant memory.
+
+    Parameters
+    ----------
+    source : path | mne.io.Raw
+        Anything :func:`neurofm.read_eeg` reads; paths and raws not from ``read_eeg``
+        go through it first.
+    recipe : Recipe | None
+        Default ``Recipe()`` (LaBraM's conventions, 10 s windows of 1 s patches).
+    batch_size : int
+        Windows per yielded batch.
+    """
+    from .io.eeg import read_eeg
+
+    recipe = recipe or Recipe()
+    raw = read_eeg(source) if not _is_canonical(source) else source
+    stream = Stream(raw, recipe, picks=picks, chunk_seconds=chunk_seconds)
+    names = tuple(stream.ch_names)
+    if stream.n_out < recipe.window_len:
+        raise SignalError(
+            f"recording is {stream.n_out / recipe.sfreq:.2f} s long, shorter than one window "
+            f"({recipe.window_seconds:g} s): use a Recipe with window_seconds <= "
+            f"{np.floor(stream.n_out / recipe.sfreq / recipe.patch_seconds) * recipe.patch_seconds:g}"
+        )
+    space = torch.as_tensor(eeg_vocabulary().ids(names))
+    pos = torch.as_tensor(channel_positions(raw, names), dtype=torch.float32)
+    P, N = recipe.patch_len, recipe.n_patches
+    n_windows = (stream.n_out - recipe.window_len) // recipe.stride_len + 1
+    flat_units = recipe.flat_threshold / recipe.unit_scale
+    ever_real = np.zeros(len(names), bool)
+    pending: list = []
+
+    def emit():
+        starts = np.array([s for s, _, _ in pending])
+        x = np.stack([w for _, w, _ in pending])  # (B, S, W)
+        x = rearrange(x, "b s (n p) -> b s n p", p=P)
+        taint = rearrange(np.stack([tt for _, _, tt in pending]), "b s (n p) -> b s n p", p=P)
+        mask = (x.std(axis=-1) > flat_units) & ~taint.any(axis=-1)
+        if recipe.normalize == "channel":
+            mu = x.mean(axis=(2, 3), keepdims=True)
+            sd = x.std(axis=(2, 3), keepdims=True)
+            x = (x - mu) / np.maximum(sd, 1e-6)
+        ever_real[:] |= mask.any(axis=(0, 2))
+        B = len(pending)
+        t = (starts[:, None] + np.arange(N)[None, :] * P) / recipe.sfreq
+        return Tokens(
+            x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+            space=space.expand(B, -1).clone(),
+            pos=pos.expand(B, -1, -1).clone(),
+            t=torch.as_tensor(t, dtype=torch.float32),
+            mask=torch.from_numpy(mask),
+            names=[names] * B,
+        )
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_windows, unit="win", desc="tokenize")
+    for start, window, taint in _windows(stream):
+        pending.append((start, window, taint))
+        if len(pending) == batch_size:
+            if bar is not None:
+                bar.update(len(pending))
+            yield emit()
+            pending = []
+    if pending:
+        if bar is not None:
+            bar.update(len(pending))
+        yield emit()
+    if bar is not None:
+        bar.close()
+    flat = [n for n, r in zip(names, ever_real, strict=True) if not r]
+    if flat:
+        logger.warning(
+            "channels %s are flat (std < %g V) in every window and are masked out: "
+            "check the electrodes or drop them", flat, recipe.flat_threshold,
+        )  # fmt: skip
+
+
+def _is_canonical(source) -> bool:
+    """True for a Raw that already went through read_eeg (names canonical, montage set)."""
+    import mne
+
+    return isinstance(source, mne.io.BaseRaw) and source.get_montage() is not None
+
+
+def tokenize(source, recipe: Recipe | None = None, **kwargs) -> Tokens:
+    """All windows of a recording as one :class:`Tokens` (B = number of windows).
+
+    For long recordings prefer :func:`iter_tokens`, whose memory stays constant.
+    """
+    return collate(list(iter_tokens(source, recipe, **kwargs)))
