@@ -72,7 +72,7 @@ _PLACEHOLDER = re.compile(r"^[-.\s]*(-\d+)?$")  # CHB-MIT '-', '--0', '.': empty
 _PREFIX_TYPE = {"ECG": "ecg", "EKG": "ecg", "EOG": "eog", "EMG": "emg", "RESP": "misc",
                 "SAO2": "misc", "SPO2": "misc", "MEG": "meg", "SEEG": "seeg", "ECOG": "ecog"}  # fmt: skip
 # BioSemi ABC caps label electrodes A1..A32, B1..B32, ...: not 10-05 names.
-_BIOSEMI = re.compile(r"^[A-H]\d{1,2}$")
+_BIOSEMI = re.compile(r"^[A-I]\d{1,2}$")
 EEG_TYPES = ("eeg",)
 
 
@@ -190,6 +190,11 @@ class ChannelReport:
     @property
     def unknown(self) -> list[str]:
         return [c.original for c in self.channels if c.status == "unknown"]
+
+    @property
+    def unknown_names(self) -> list[str]:
+        """Names (as kept) of the channels without a vocabulary entry."""
+        return [c.name for c in self.channels if c.status == "unknown"]
 
     @property
     def dropped(self) -> dict[str, str]:

@@ -186,6 +186,8 @@ def detect_line_noise(data: np.ndarray, sfreq: float, min_ratio: float = 4.0) ->
     """50 or 60 Hz when the mean spectrum has a clear peak there (ratio to its flanks)."""
     from scipy.signal import welch
 
+    if data.shape[-1] < 2 * sfreq:
+        return None  # too short to see a line spectrum
     nperseg = int(min(data.shape[-1], 4 * sfreq))
     freqs, psd = welch(data, fs=sfreq, nperseg=nperseg, axis=-1)
     spec = np.median(psd, axis=0)
@@ -260,6 +262,13 @@ class Stream:
         self.n_in = raw.n_times
         self.up, self.down = resample_ratio(self.sfreq_in, recipe.sfreq)
         self.n_out = n_resampled(self.n_in, self.up, self.down)
+        if self.n_out < recipe.window_len:
+            fits = np.floor(self.n_out / recipe.sfreq / recipe.patch_seconds) * recipe.patch_seconds
+            raise SignalError(
+                f"recording is {self.n_out / recipe.sfreq:.3g} s long, shorter than one window "
+                f"({recipe.window_seconds:g} s): use a Recipe with window_seconds <= {fits:g}"
+                + ("" if fits > 0 else f" and a shorter patch_seconds, or a longer recording")
+            )
         line = recipe.notch
         if line == "auto":
             n = min(self.n_in, int(120 * self.sfreq_in))

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from .channels import PAD, eeg_vocabulary
+from .channels import PAD, UNK, eeg_vocabulary
 from .preprocess import Recipe, Stream
 from .utils import NeurofmError, SignalError, logger
 
@@ -145,13 +145,26 @@ def collate(batch: Sequence[Tokens]) -> Tokens:
     return Tokens(**out, names=names)
 
 
+def _unknown(raw) -> set[str]:
+    from .io.eeg import UNKNOWN_KEY
+
+    return set((raw.info.get("temp") or {}).get(UNKNOWN_KEY, ()))
+
+
+def space_ids(raw, names) -> np.ndarray:
+    """Vocabulary ids; ``UNK`` for names read_eeg found unknown (a BioSemi 'A1' is not the ear)."""
+    unknown = _unknown(raw)
+    return np.array([UNK if n in unknown else eeg_vocabulary().id(n) for n in names], np.int64)
+
+
 def channel_positions(raw, names) -> np.ndarray:
     """(S, 3) MNI mm: the vocabulary's template position, else the file's own, else NaN."""
     import mne
 
     from .channels import positions
 
-    pos = positions(names)
+    unknown = _unknown(raw)
+    pos = positions(["" if n in unknown else n for n in names])
     missing = [i for i, n in enumerate(names) if not np.isfinite(pos[i]).all()]
     if missing:
         template = mne.channels.make_standard_montage("colin27_1005")
@@ -200,13 +213,7 @@ def iter_tokens(source, recipe: Recipe | None = None, *, batch_size: int = 64, p
     raw = read_eeg(source) if not _is_canonical(source) else source
     stream = Stream(raw, recipe, picks=picks, chunk_seconds=chunk_seconds)
     names = tuple(stream.ch_names)
-    if stream.n_out < recipe.window_len:
-        raise SignalError(
-            f"recording is {stream.n_out / recipe.sfreq:.2f} s long, shorter than one window "
-            f"({recipe.window_seconds:g} s): use a Recipe with window_seconds <= "
-            f"{np.floor(stream.n_out / recipe.sfreq / recipe.patch_seconds) * recipe.patch_seconds:g}"
-        )
-    space = torch.as_tensor(eeg_vocabulary().ids(names))
+    space = torch.as_tensor(space_ids(raw, names))
     pos = torch.as_tensor(channel_positions(raw, names), dtype=torch.float32)
     P, N = recipe.patch_len, recipe.n_patches
     n_windows = (stream.n_out - recipe.window_len) // recipe.stride_len + 1

@@ -30,8 +30,10 @@ class SignalError(NeurofmError):
 
 def did_you_mean(word: str, options) -> str:
     """' (did you mean 'sfreq'?)' or '' when nothing is close."""
-    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    options = [str(o) for o in options]
+    lower = {o.lower(): o for o in options}
+    close = difflib.get_close_matches(str(word).lower(), list(lower), n=1, cutoff=0.6)
+    return f" (did you mean {lower[close[0]]!r}?)" if close else ""
 
 
 def check_option(name: str, value, allowed) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..channels import EEG_TYPES, ChannelReport, eeg_vocabulary, map_channels, positions
+from ..channels import EEG_TYPES, ChannelReport, map_channels, positions
 from ..utils import ChannelError, EEGReadError, UnitsError, check_option, did_you_mean, logger
 
 # format name -> (MNE reader, extensions)
@@ -46,6 +46,7 @@ COMPANIONS = {
     ".event": ((), "a BCI2000/PhysioNet event file"),
     ".seizures": ((), "a WFDB seizure annotation file (open the EDF it annotates)"),
 }
+UNKNOWN_KEY = "neurofm_unknown"  # raw.info["temp"] key: names that must get the UNK id
 UNITS = {"V": 1.0, "mV": 1e-3, "uV": 1e-6, "µV": 1e-6, "nV": 1e-9}
 # Scalp EEG lies between about 0.5 uV and 1 mV; these limits leave room for artefacts.
 _MAX_STD_V, _MIN_STD_V = 1e-2, 1e-9
@@ -99,6 +100,40 @@ _HINTS = {
 }
 
 
+class TruncatedFileWarning(RuntimeWarning):
+    """A file holds less data than its header announces."""
+
+
+def _check_edf_size(path: Path, fmt: str) -> None:
+    """Compare an EDF/BDF file's size with its header; raise or warn on a mismatch."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(256)
+            n_bytes, n_records, duration, ns = (head[184:192], head[236:244], head[244:252], head[252:256])
+            n_bytes, n_records, duration, ns = int(n_bytes), int(n_records), float(duration), int(ns)
+            fh.seek(256 + ns * 216)
+            spr = [int(fh.read(8)) for _ in range(ns)]
+    except (ValueError, OSError):
+        return  # an unreadable header: the reader's own error is the clearer one
+    if n_records <= 0:
+        return
+    record = sum(spr) * (3 if fmt == "bdf" else 2)
+    have = (path.stat().st_size - n_bytes) / max(record, 1)
+    if have < 1:
+        raise EEGReadError(
+            f"{path.name} is truncated: its header announces {n_records} records of {duration:g} s "
+            f"but the file holds {max(have, 0):.2f} of a record. Re-copy or re-export the file"
+        )
+    if have < n_records:
+        warnings.warn(
+            f"{path.name} is truncated: its header announces {n_records} records "
+            f"({n_records * duration:g} s) but the file holds {have:.2f}; reading the "
+            f"{int(have)} complete records ({int(have) * duration:g} s). Re-copy the file for the rest",
+            TruncatedFileWarning,
+            stacklevel=4,
+        )
+
+
 def _read_file(path, format, preload, reader_kwargs):
     import mne
 
@@ -113,6 +148,8 @@ def _read_file(path, format, preload, reader_kwargs):
     reader = getattr(mne.io, FORMATS[fmt][0])
     if fmt in ("edf", "bdf", "gdf"):
         reader_kwargs.setdefault("infer_types", False)  # map_channels types by name
+    if fmt in ("edf", "bdf"):
+        _check_edf_size(path, fmt)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -127,8 +164,8 @@ def _read_file(path, format, preload, reader_kwargs):
         raise EEGReadError(
             f"could not read {path.name} as {fmt}: {type(err).__name__}: {why}\n  fix: {hint}"
         ) from err
-    for w in caught:
-        logger.warning("%s: %s", path.name, w.message)
+    for w in caught:  # the reader's own warnings reach the user, naming the file
+        warnings.warn(f"{path.name}: {w.message}", RuntimeWarning, stacklevel=3)
     return raw, fmt
 
 
@@ -201,7 +238,8 @@ def _set_positions(raw, report: ChannelReport, montage):
         return
     template = mne.channels.make_standard_montage("colin27_1005")
     mri_head = mne.channels.compute_native_head_t(template)
-    mni = positions(raw.ch_names) / 1000.0
+    known = [c.name if c.kind in ("electrode", "bipolar") else "" for c in report.kept]
+    mni = positions(known) / 1000.0  # template positions for known names only
     ch_pos = {}
     for i, ch in enumerate(raw.info["chs"]):
         if np.all(np.isfinite(mni[i])):
@@ -293,9 +331,10 @@ def read_eeg(
         raw.set_channel_types(types, on_unit_change="ignore", verbose="error")
     _set_positions(raw, report, montage)
 
-    vocab = eeg_vocabulary()
+    # names that look like vocabulary names but are not (a BioSemi 'A1'): kept with the Raw
+    raw.info["temp"] = {**(raw.info.get("temp") or {}), UNKNOWN_KEY: report.unknown_names}
     eeg = [c.name for c in keep if c.type == "eeg"]
-    located = [n for n in eeg if n in vocab or np.isfinite(raw.info["chs"][raw.ch_names.index(n)]["loc"][0])]
+    located = [n for n in eeg if np.isfinite(raw.info["chs"][raw.ch_names.index(n)]["loc"][0])]
     if not located:
         raise ChannelError(
             f"{label}: none of the {len(eeg)} EEG channel names is a 10-05 electrode or a "
