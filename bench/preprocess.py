@@ -97,9 +97,13 @@ def measure(kind: str, path: Path, out: Path | None = None) -> dict:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--hours", type=float, default=1.0, help="length of the speed-test file")
-    ap.add_argument("--long-hours", type=float, default=12.0, help="length of the memory-test file (0: skip)")
+    ap.add_argument(
+        "--long-hours", type=float, default=12.0, help="length of the memory-test file (0: skip)"
+    )
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -118,7 +122,9 @@ def main():
         n = min(len(a), len(b))  # neurofm drops the duplicate T8-P8 (last): MNE keeps it
         a, b = a[1 : n - 1, : b.shape[1]], b[1 : n - 1]  # away from the recording edges
         corr = np.corrcoef(a.ravel(), b.ravel())[0, 1]
-        print(f"\n{args.hours:g} h, {len(CHB_MIT)} channels at {SFREQ} Hz -> 10 s windows of 1 s patches at 200 Hz")
+        print(
+            f"\n{args.hours:g} h, {len(CHB_MIT)} channels at {SFREQ} Hz -> 10 s windows of 1 s patches at 200 Hz"
+        )
         print(f"{'pipeline':<10}{'windows':>9}{'seconds':>10}{'hours/s':>10}{'peak RSS':>12}")
         for kind, r in results.items():
             print(f"{kind:<10}{r['windows']:>9}{r['seconds']:>10.2f}{args.hours / r['seconds']:>10.2f}"

@@ -37,7 +37,9 @@ def plot_tokens(raw, tokens, path: Path, title: str) -> Path:
     ax0.set_title("signal, model units (100 uV)")
     im = ax1.imshow(grid, aspect="auto", cmap="magma", interpolation="nearest")
     ax1.set_yticks(range(0, len(names), 4), names[::4], fontsize=7)
-    ax1.set_xlabel(f"patch ({tokens.shape[0]} windows x {tokens.shape[2]} patches of {tokens.shape[3]} samples)")
+    ax1.set_xlabel(
+        f"patch ({tokens.shape[0]} windows x {tokens.shape[2]} patches of {tokens.shape[3]} samples)"
+    )
     ax1.set_title("token grid: RMS per channel patch")
     fig.colorbar(im, ax=ax1, label="RMS (model units)")
     fig.suptitle(title)
@@ -67,7 +69,12 @@ def _describe(path, out: Path | None, recipe=None) -> int:
     print(f"  amplitude: median |x| {tokens.x.abs().median():.3f} model units")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        png = plot_tokens(raw, tokens, out / f"{Path(path).stem}_tokens.png", f"{Path(path).name}: {B}x{S}x{N}x{P}")
+        png = plot_tokens(
+            raw,
+            tokens,
+            out / f"{Path(path).stem}_tokens.png",
+            f"{Path(path).name}: {B}x{S}x{N}x{P}",
+        )
         print(f"plot: {png}")
     return 0
 
@@ -82,7 +89,10 @@ def main(argv=None) -> int:
     info.add_argument("path")
     info.add_argument("--out", type=Path, default=None, help="also save a plot here")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     from neurofm.utils import NeurofmError
 
     try:

@@ -52,8 +52,12 @@ class Recipe(BaseModel):
     notch: Literal["auto"] | float | tuple[float, ...] | None = Field(
         "auto", description="line frequency (Hz) or 'auto' (detected from a 50/60 Hz peak)"
     )
-    notch_width: float = Field(1.0, gt=0, description="stop band width around each line harmonic (Hz)")
-    reference: Literal["average"] | None = Field(None, description="None keeps the recorded reference")
+    notch_width: float = Field(
+        1.0, gt=0, description="stop band width around each line harmonic (Hz)"
+    )
+    reference: Literal["average"] | None = Field(
+        None, description="None keeps the recorded reference"
+    )
     unit_scale: float = Field(1e-4, gt=0, description="volts per model unit (LaBraM: 100 uV)")
     clip: float | None = Field(None, gt=0, description="clip |x| at this many model units")
     normalize: Literal["none", "channel"] = Field(
@@ -62,7 +66,9 @@ class Recipe(BaseModel):
     patch_seconds: float = Field(1.0, gt=0)
     window_seconds: float = Field(10.0, gt=0)
     stride_seconds: float | None = Field(None, gt=0, description="None: windows do not overlap")
-    flat_threshold: float = Field(1e-8, ge=0, description="a patch whose std (V) is below this is masked")
+    flat_threshold: float = Field(
+        1e-8, ge=0, description="a patch whose std (V) is below this is masked"
+    )
     on_nan: Literal["raise", "mask"] = "raise"
     version: int = 1
 
@@ -81,13 +87,17 @@ class Recipe(BaseModel):
     def _check(self):
         nyq = self.sfreq / 2
         if self.h_freq is not None and self.h_freq >= nyq:
-            raise ValueError(f"h_freq={self.h_freq} must be below sfreq/2={nyq}: lower h_freq or raise sfreq")
+            raise ValueError(
+                f"h_freq={self.h_freq} must be below sfreq/2={nyq}: lower h_freq or raise sfreq"
+            )
         if self.l_freq and self.h_freq and self.l_freq >= self.h_freq:
             raise ValueError(f"l_freq={self.l_freq} must be below h_freq={self.h_freq}")
         for name in ("patch_seconds", "window_seconds", "stride_seconds"):
             value = getattr(self, name)
             if value is not None and abs(value * self.sfreq - round(value * self.sfreq)) > 1e-6:
-                raise ValueError(f"{name}={value} is not a whole number of samples at {self.sfreq} Hz")
+                raise ValueError(
+                    f"{name}={value} is not a whole number of samples at {self.sfreq} Hz"
+                )
         ratio = self.window_seconds / self.patch_seconds
         if abs(ratio - round(ratio)) > 1e-6:
             raise ValueError(
@@ -267,7 +277,7 @@ class Stream:
             raise SignalError(
                 f"recording is {self.n_out / recipe.sfreq:.3g} s long, shorter than one window "
                 f"({recipe.window_seconds:g} s): use a Recipe with window_seconds <= {fits:g}"
-                + ("" if fits > 0 else f" and a shorter patch_seconds, or a longer recording")
+                + ("" if fits > 0 else " and a shorter patch_seconds, or a longer recording")
             )
         line = recipe.notch
         if line == "auto":
@@ -276,7 +286,9 @@ class Stream:
             logger.info("line noise: %s", f"{line:g} Hz" if line else "no clear 50/60 Hz peak")
         self.line_freq = line
         self.notch_freqs = notch_frequencies(recipe, self.sfreq_in, line)
-        self.fir = design_fir(recipe.sfreq, recipe.l_freq, recipe.h_freq, self.notch_freqs, recipe.notch_width)
+        self.fir = design_fir(
+            recipe.sfreq, recipe.l_freq, recipe.h_freq, self.notch_freqs, recipe.notch_width
+        )
         self.half = 0 if self.fir is None else (len(self.fir) - 1) // 2
         self.chunk = max(int(chunk_seconds * recipe.sfreq), 1)
         self.nan_seen = False

@@ -24,7 +24,7 @@ from einops import rearrange
 
 from .channels import PAD, UNK, eeg_vocabulary
 from .preprocess import Recipe, Stream
-from .utils import NeurofmError, SignalError, logger
+from .utils import NeurofmError, logger
 
 
 @dataclass
@@ -72,13 +72,22 @@ class Tokens:
 
     def to(self, device=None, dtype=None) -> Tokens:
         """Move to a device; ``dtype`` applies to the signal ``x`` only."""
-        moved = {f.name: getattr(self, f.name).to(device) for f in fields(self) if f.name != "names"}
+        moved = {
+            f.name: getattr(self, f.name).to(device) for f in fields(self) if f.name != "names"
+        }
         if dtype is not None:
             moved["x"] = moved["x"].to(dtype)
         return replace(self, **moved)
 
     def pin_memory(self) -> Tokens:
-        return replace(self, **{f.name: getattr(self, f.name).pin_memory() for f in fields(self) if f.name != "names"})
+        return replace(
+            self,
+            **{
+                f.name: getattr(self, f.name).pin_memory()
+                for f in fields(self)
+                if f.name != "names"
+            },
+        )
 
     def __repr__(self) -> str:
         B, S, N, P = self.shape
@@ -122,7 +131,9 @@ def collate(batch: Sequence[Tokens]) -> Tokens:
         raise NeurofmError("collate needs at least one Tokens")
     lengths = {b.shape[3] for b in batch}
     if len(lengths) > 1:
-        raise NeurofmError(f"cannot batch patches of different lengths {sorted(lengths)}: use one Recipe")
+        raise NeurofmError(
+            f"cannot batch patches of different lengths {sorted(lengths)}: use one Recipe"
+        )
     S = max(b.shape[1] for b in batch)
     N = max(b.shape[2] for b in batch)
 
@@ -270,10 +281,12 @@ def iter_tokens(source, recipe: Recipe | None = None, *, batch_size: int = 64, p
 
 
 def _is_canonical(source) -> bool:
-    """True for a Raw that already went through read_eeg (names canonical, montage set)."""
+    """True for a Raw that came out of read_eeg (canonical names, positions, unknown list)."""
     import mne
 
-    return isinstance(source, mne.io.BaseRaw) and source.get_montage() is not None
+    from .io.eeg import UNKNOWN_KEY
+
+    return isinstance(source, mne.io.BaseRaw) and UNKNOWN_KEY in (source.info.get("temp") or {})
 
 
 def tokenize(source, recipe: Recipe | None = None, **kwargs) -> Tokens:

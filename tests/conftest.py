@@ -14,7 +14,9 @@ EEG_DIR = SHARED / "eeg"
 def shared(rel: str) -> Path:
     path = SHARED / rel
     if not path.exists():
-        pytest.skip(f"../shared/data/{rel} is absent (real-data tests need ../shared beside the repo)")
+        pytest.skip(
+            f"../shared/data/{rel} is absent (real-data tests need ../shared beside the repo)"
+        )
     return path
 
 

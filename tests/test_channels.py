@@ -19,8 +19,20 @@ EEGMMIDB = ("Fc5. Fc3. Fc1. Fcz. Fc2. Fc4. Fc6. C5.. C3.. C1.. Cz.. C2.. C4.. C6
             "Cp1. Cpz. Cp2. Cp4. Cp6. Fp1. Fpz. Fp2. Af7. Af3. Afz. Af4. Af8. F7.. F5.. F3.. "
             "F1.. Fz.. F2.. F4.. F6.. F8.. Ft7. Ft8. T7.. T8.. T9.. T10. Tp7. Tp8. P7.. P5.. "
             "P3.. P1.. Pz.. P2.. P4.. P6.. P8.. Po7. Po3. Poz. Po4. Po8. O1.. Oz.. O2.. Iz..").split()  # fmt: skip
-TUH_AR = [f"EEG {n}-REF" for n in "FP1 FP2 F3 F4 C3 C4 P3 P4 O1 O2 F7 F8 T3 T4 T5 T6 A1 A2 FZ CZ PZ T1 T2".split()]
-TUH_EXTRA = ["EEG EKG1-REF", "EEG ROC-REF", "EEG LOC-REF", "PHOTIC-REF", "IBI", "BURSTS", "SUPPR", "EMG-REF"]
+TUH_AR = [
+    f"EEG {n}-REF"
+    for n in "FP1 FP2 F3 F4 C3 C4 P3 P4 O1 O2 F7 F8 T3 T4 T5 T6 A1 A2 FZ CZ PZ T1 T2".split()
+]
+TUH_EXTRA = [
+    "EEG EKG1-REF",
+    "EEG ROC-REF",
+    "EEG LOC-REF",
+    "PHOTIC-REF",
+    "IBI",
+    "BURSTS",
+    "SUPPR",
+    "EMG-REF",
+]
 CHB_MIT = ["FP1-F7", "F7-T7", "T7-P7", "P7-O1", "FP1-F3", "F3-C3", "C3-P3", "P3-O1", "FP2-F4",
            "F4-C4", "C4-P4", "P4-O2", "FP2-F8", "F8-T8", "T8-P8", "P8-O2", "FZ-CZ", "CZ-PZ",
            "P7-T7", "T7-FT9", "FT9-FT10", "FT10-T8", "T8-P8"]  # fmt: skip
@@ -31,7 +43,11 @@ def test_vocabulary_table_matches_mne_template():
     assert vocab.names[:2] == ("<pad>", "<unk>") and (PAD, UNK) == (0, 1)
     assert _build_table().splitlines() == _table_text().splitlines()
     # ids are part of every checkpoint: pin a few
-    assert [vocab.id(n) for n in ("Fp1", "Cz", "Fp1-F7")] == [2, vocab.names.index("Cz"), vocab.names.index("Fp1-F7")]
+    assert [vocab.id(n) for n in ("Fp1", "Cz", "Fp1-F7")] == [
+        2,
+        vocab.names.index("Cz"),
+        vocab.names.index("Fp1-F7"),
+    ]
     assert vocab.id("nonsense") == UNK and "T3" not in vocab  # aliases have no id of their own
     assert len(set(vocab.names)) == len(vocab)
 
@@ -84,7 +100,9 @@ def test_tuh_edf_file(write_edf):
     assert raw.ch_names[:3] == ["Fp1", "Fp2", "F3"] and len(raw.ch_names) == 23
     assert len(report.dropped) == len(TUH_EXTRA)
     # kept on request, with its type
-    raw2 = neurofm.read_eeg(write_edf(TUH_AR + TUH_EXTRA, name="b.edf"), include=("eeg", "ecg", "eog"))
+    raw2 = neurofm.read_eeg(
+        write_edf(TUH_AR + TUH_EXTRA, name="b.edf"), include=("eeg", "ecg", "eog")
+    )
     assert "ecg" in raw2.get_channel_types() and "eog" in raw2.get_channel_types()
 
 
@@ -105,7 +123,15 @@ def test_tcp_pairs_canonicalise():
     tcp = ["EEG FP1-REF--EEG F7-REF"]  # the long TUH form is not a name we can know: unknown, kept
     assert map_channels(tcp).unknown == tcp
     report = map_channels(["FP1-F7", "F7-T3", "T3-T5", "T5-O1", "A1-T3", "T4-A2", "C3-CZ"])
-    assert [c.name for c in report.kept] == ["Fp1-F7", "F7-T7", "T7-P7", "P7-O1", "A1-T7", "T8-A2", "C3-Cz"]
+    assert [c.name for c in report.kept] == [
+        "Fp1-F7",
+        "F7-T7",
+        "T7-P7",
+        "P7-O1",
+        "A1-T7",
+        "T8-A2",
+        "C3-Cz",
+    ]
     assert all(p in eeg_vocabulary() for p in BIPOLAR_PAIRS)
 
 

@@ -56,7 +56,9 @@ def _expected(path):
     return None
 
 
-@pytest.mark.parametrize("path", ALL_FILES or [None], ids=lambda p: p and str(p.relative_to(EEG_DIR)))
+@pytest.mark.parametrize(
+    "path", ALL_FILES or [None], ids=lambda p: p and str(p.relative_to(EEG_DIR))
+)
 def test_every_shared_eeg_file(path):
     if path is None:
         pytest.skip("../shared/data/eeg is absent")

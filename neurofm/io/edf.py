@@ -55,7 +55,9 @@ class EDFWriter:
         self.ch_names = list(ch_names)
         spr = sfreq * record_seconds
         if abs(spr - round(spr)) > 1e-9:
-            raise NeurofmError(f"sfreq * record_seconds = {spr} must be whole: change record_seconds")
+            raise NeurofmError(
+                f"sfreq * record_seconds = {spr} must be whole: change record_seconds"
+            )
         self.spr, self.sfreq, self.record_seconds = round(spr), sfreq, record_seconds
         self.scale = {"V": 1.0, "mV": 1e3, "uV": 1e6, "nV": 1e9}[unit]
         self.phys = float(phys_range)

@@ -109,8 +109,18 @@ def _check_edf_size(path: Path, fmt: str) -> None:
     try:
         with open(path, "rb") as fh:
             head = fh.read(256)
-            n_bytes, n_records, duration, ns = (head[184:192], head[236:244], head[244:252], head[252:256])
-            n_bytes, n_records, duration, ns = int(n_bytes), int(n_records), float(duration), int(ns)
+            n_bytes, n_records, duration, ns = (
+                head[184:192],
+                head[236:244],
+                head[244:252],
+                head[252:256],
+            )
+            n_bytes, n_records, duration, ns = (
+                int(n_bytes),
+                int(n_records),
+                float(duration),
+                int(ns),
+            )
             fh.seek(256 + ns * 216)
             spr = [int(fh.read(8)) for _ in range(ns)]
     except (ValueError, OSError):
@@ -155,7 +165,9 @@ def _read_file(path, format, preload, reader_kwargs):
             warnings.simplefilter("always")
             raw = reader(path, preload=preload, verbose="error", **reader_kwargs)
     except TypeError as err:
-        raise EEGReadError(f"{path.name}: option not understood by {FORMATS[fmt][0]}: {err}") from err
+        raise EEGReadError(
+            f"{path.name}: option not understood by {FORMATS[fmt][0]}: {err}"
+        ) from err
     except Exception as err:  # MNE raises many types for damaged files
         hint = _HINTS.get(fmt, "check that the file is complete and of the format its name says")
         lines = [s.strip() for s in str(err).splitlines() if s.strip()]
@@ -342,7 +354,9 @@ def read_eeg(
             f"model cannot place them.\n{report}"
         )
     if report.unknown:
-        logger.warning("%s: %d channel names are unknown: %s", label, len(report.unknown), report.unknown[:8])
+        logger.warning(
+            "%s: %d channel names are unknown: %s", label, len(report.unknown), report.unknown[:8]
+        )
     if units is not None:
         factor = UNITS.get(units) if isinstance(units, str) else float(units)
         if factor is None:
@@ -353,7 +367,9 @@ def read_eeg(
             _check_units(raw, [raw.ch_names.index(n) for n in eeg], units is not None)
         except UnitsError as err:
             if "data_format" in reader_kwargs:  # Neuroscan CNT read with the wrong width
-                raise UnitsError(f"{err}; a wrong data_format does this too: try the other one") from None
+                raise UnitsError(
+                    f"{err}; a wrong data_format does this too: try the other one"
+                ) from None
             raise
     logger.info("%s: %s", label, report.summary())
     return (raw, report) if return_report else raw

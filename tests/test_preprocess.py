@@ -1,0 +1,152 @@
+import json
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+import neurofm
+from neurofm.preprocess import Recipe, Stream, design_fir, detect_line_noise, resample_ratio
+from neurofm.synthetic import eeg
+from neurofm.utils import SignalError
+
+
+def _run(raw, recipe, chunk_seconds=120.0):
+    stream = Stream(raw, recipe, chunk_seconds=chunk_seconds)
+    return np.concatenate([y for _, y, _ in stream.blocks()], axis=1), stream
+
+
+@pytest.mark.parametrize("sfreq", [160, 173.61, 256, 500, 5000])
+def test_resampling_counts_and_keeps_10hz(sine, sfreq):
+
+    x = sine(10, sfreq, 30.3)
+    raw = neurofm.read_eeg(x, sfreq=sfreq, ch_names=["Cz", "Pz"])
+    y, stream = _run(raw, Recipe(notch=None), chunk_seconds=7.3)
+    assert y.shape[1] == int(round(x.shape[1] * 200 / sfreq))
+    assert y.shape[1] == raw.copy().load_data().resample(200, verbose="error").n_times  # MNE agrees
+    spectrum = np.abs(np.fft.rfft(y[0] * np.hanning(y.shape[1])))
+    assert np.fft.rfftfreq(y.shape[1], 1 / 200)[spectrum.argmax()] == pytest.approx(10, abs=0.05)
+    ideal = 0.5 * np.sin(2 * np.pi * 10 * np.arange(y.shape[1]) / 200)  # 50 uV in units of 100 uV
+    inner = slice(1000, -1000)
+    np.testing.assert_allclose(y[0, inner], ideal[inner], atol=0.005)  # within 1% of amplitude
+
+
+def test_exact_ratio():
+    assert resample_ratio(173.61, 200) == (20000, 17361)
+    assert resample_ratio(256, 200) == (25, 32)
+
+
+def test_chunks_are_seamless():
+    x = eeg(4, 256 * 95, 256, line=60.0)
+    raw = neurofm.read_eeg(x, sfreq=256, ch_names=["Fp1", "Fp2", "C3", "C4"])
+    whole, _ = _run(raw, Recipe(), chunk_seconds=1000)
+    for chunk in (3.7, 10, 33.3):
+        parts, _ = _run(raw, Recipe(), chunk_seconds=chunk)
+        np.testing.assert_allclose(parts, whole, atol=1e-4)  # float32 rounding only
+
+
+def test_agrees_with_mne_pipeline():
+    """Same recipe through MNE's filter, notch_filter and resample: the same signal."""
+    x = eeg(3, 256 * 120, 256, line=60.0)
+    raw = neurofm.read_eeg(x, sfreq=256, ch_names=["Fp1", "Cz", "O1"])
+    ours, _ = _run(raw, Recipe(notch=60.0))
+    ref = raw.copy().load_data().filter(0.1, 75.0, verbose="error")
+    ref = ref.notch_filter(60.0, verbose="error").resample(200, verbose="error").get_data() / 1e-4
+    inner = slice(2000, -2000)
+    # above the 0.1 Hz transition band, where the two designs may differ, they agree
+    from scipy.signal import butter, sosfiltfilt
+
+    sos = butter(4, 1.0, "highpass", fs=200, output="sos")
+    a, b = sosfiltfilt(sos, ours)[:, inner], sosfiltfilt(sos, ref)[:, inner]
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.999
+
+
+def test_notch_removes_line_noise_and_auto_detects():
+    for line in (50.0, 60.0):
+        x = eeg(4, 256 * 60, 256, line=line)
+        raw = neurofm.read_eeg(x, sfreq=256, ch_names=["Fp1", "Fp2", "C3", "C4"])
+        y, stream = _run(raw, Recipe())
+        assert stream.line_freq == line and stream.notch_freqs == (line,)
+        kept, _ = _run(raw, Recipe(notch=None))
+        f = np.fft.rfftfreq(y.shape[1], 1 / 200)
+        at_line = np.abs(f - line) < 0.1
+
+        def power(sig, band=at_line):
+            return (np.abs(np.fft.rfft(sig * np.hanning(sig.shape[1]), axis=1)) ** 2)[:, band].sum()
+
+        assert power(y) < 1e-3 * power(kept)  # more than 30 dB down
+    clean = eeg(4, 256 * 60, 256, line=None)
+    assert detect_line_noise(clean, 256) is None
+
+
+def test_filter_design_follows_mne_rules():
+    fir = design_fir(200.0, 0.1, 75.0, (50.0,), 1.0)
+    assert len(fir) == 6601  # 3.3 / 0.1 Hz * 200 Hz, odd
+    np.testing.assert_allclose(fir, fir[::-1], atol=1e-12)  # linear phase: zero-phase once centred
+    from scipy.signal import freqz
+
+    w, h = freqz(fir, worN=2**16, fs=200)
+    gain = lambda f: np.abs(h[np.argmin(np.abs(w - f))])  # noqa: E731
+    assert abs(gain(10) - 1) < 0.01 and gain(50) < 0.01 and gain(95) < 0.01 and gain(0.01) < 0.2
+
+
+def test_recipe_validation_and_serialisation():
+    r = Recipe(sfreq=250, h_freq=100, window_seconds=4)
+    assert Recipe.model_validate_json(r.model_dump_json()) == r
+    assert json.loads(r.model_dump_json())["sfreq"] == 250
+    assert (r.patch_len, r.window_len, r.n_patches) == (250, 1000, 4)
+    with pytest.raises(ValidationError, match="did you mean 'sfreq'"):
+        Recipe(sfrq=200)
+    with pytest.raises(ValidationError, match="below sfreq/2"):
+        Recipe(h_freq=120)
+    with pytest.raises(ValidationError, match="multiple of patch_seconds"):
+        Recipe(window_seconds=2.5)
+    with pytest.raises(ValidationError, match="whole number of samples"):
+        Recipe(sfreq=200, patch_seconds=0.0025 * 1.5)
+    assert r.replace(clip=5.0).clip == 5.0
+
+
+def test_too_short_recording(sine):
+    raw = neurofm.read_eeg(sine(10, 200, 4.5), sfreq=200, ch_names=["Cz", "Pz"])
+    with pytest.raises(SignalError, match="window_seconds <= 4"):
+        neurofm.tokenize(raw)
+
+
+def test_nan_raise_and_mask():
+    x = eeg(3, 200 * 60, 200, line=None)
+    x[1, 200 * 30 : 200 * 31] = np.nan
+    raw = neurofm.read_eeg(x, sfreq=200, ch_names=["Cz", "C3", "C4"], check_units=False)
+    with pytest.raises(
+        SignalError, match=r"NaN samples in channels \['C3'\] from 30.00 s.*on_nan='mask'"
+    ):
+        neurofm.tokenize(raw, Recipe(notch=None))
+    tokens = neurofm.tokenize(raw, Recipe(notch=None, on_nan="mask", window_seconds=60))
+    mask = tokens.mask[0].numpy()
+    assert mask[0].all() and mask[2].all()  # other channels untouched
+    assert not mask[1, 30] and mask[1, :10].all() and mask[1, -10:].all()
+    assert np.isfinite(tokens.x.numpy()).all()
+
+
+def test_flat_channel_is_masked_and_reported(caplog):
+    x = eeg(3, 200 * 30, 200, line=None)
+    x[2] = 0.0
+    raw = neurofm.read_eeg(x, sfreq=200, ch_names=["Cz", "C3", "C4"])
+    tokens = neurofm.tokenize(raw, Recipe(notch=None))
+    assert tokens.mask[:, :2].all() and not tokens.mask[:, 2].any()
+    assert "C4" in caplog.text and "flat" in caplog.text
+
+
+def test_average_reference_and_clip():
+    x = eeg(3, 200 * 30, 200, line=None) + 80e-6  # common offset: average reference removes it
+    raw = neurofm.read_eeg(x, sfreq=200, ch_names=["Cz", "C3", "C4"])
+    y, _ = _run(raw, Recipe(notch=None, reference="average"))
+    np.testing.assert_allclose(y.sum(0), 0, atol=1e-3)
+    clipped, _ = _run(raw, Recipe(notch=None, clip=0.2))
+    assert np.abs(clipped).max() <= 0.2 + 1e-6 and np.abs(y).max() > 0.2
+
+
+def test_preprocess_returns_raw():
+    x = eeg(3, 256 * 30, 256, line=50.0)
+    raw = neurofm.read_eeg(x, sfreq=256, ch_names=["Cz", "C3", "C4"])
+    out = neurofm.preprocess(raw, Recipe())
+    assert out.info["sfreq"] == 200 and out.n_times == 6000 and out.ch_names == ["Cz", "C3", "C4"]
+    assert 1e-6 < out.get_data().std() < 1e-4  # volts again

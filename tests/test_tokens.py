@@ -1,0 +1,140 @@
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import shared
+
+import neurofm
+from neurofm import Recipe, Tokens, collate
+from neurofm.channels import PAD, UNK
+from neurofm.synthetic import eeg
+from neurofm.utils import NeurofmError
+
+
+def _raw(names, seconds=40, sfreq=200):
+    return neurofm.read_eeg(
+        eeg(len(names), int(seconds * sfreq), sfreq, line=None), sfreq=sfreq, ch_names=names
+    )
+
+
+def test_token_grid_shapes_and_times():
+    tokens = neurofm.tokenize(
+        _raw(["Fp1", "Cz", "O2"]), Recipe(notch=None, window_seconds=4, stride_seconds=2)
+    )
+    B, S, N, P = tokens.shape
+    assert (S, N, P) == (3, 4, 200) and B == (40 - 4) // 2 + 1
+    np.testing.assert_allclose(tokens.t[1].numpy(), [2, 3, 4, 5])
+    assert (
+        tokens.space.dtype == torch.long and tokens.mask.dtype == torch.bool and tokens.mask.all()
+    )
+    assert tokens.names[0] == ("Fp1", "Cz", "O2")
+    np.testing.assert_allclose(
+        tokens.pos[0, 1].numpy(), neurofm.channels.positions(["Cz"])[0], atol=1e-4
+    )
+    # overlapping windows hold the same samples where they overlap
+    np.testing.assert_allclose(tokens.x[0, :, 2:], tokens.x[1, :, :2], atol=1e-6)
+
+
+def test_iter_tokens_batches_equal_tokenize():
+    raw = _raw(["Fp1", "Cz", "O2"], seconds=95)
+    recipe = Recipe(notch=None, window_seconds=5)
+    batches = list(neurofm.iter_tokens(raw, recipe, batch_size=4, chunk_seconds=7))
+    assert [len(b) for b in batches] == [4, 4, 4, 4, 3]
+    whole = neurofm.tokenize(raw, recipe)
+    torch.testing.assert_close(collate(batches).x, whole.x, atol=1e-4, rtol=0)
+
+
+def test_collate_mixed_montages():
+    recipe = Recipe(notch=None, window_seconds=4)
+    a = neurofm.tokenize(_raw(["Fp1", "Cz", "O2"]), recipe)[:2]
+    b = neurofm.tokenize(
+        _raw(["Fp1-F7", "F7-T7", "T7-P7", "P7-O1", "Xx1"]), Recipe(notch=None, window_seconds=8)
+    )[:3]
+    batch = collate([a, b])
+    assert batch.shape == (5, 5, 8, 200)
+    assert (
+        not batch.mask[:2, 3:].any() and not batch.mask[:2, :, 4:].any()
+    )  # padded units and patches
+    assert (batch.space[:2, 3:] == PAD).all() and torch.isnan(batch.pos[:2, 3:]).all()
+    assert (
+        batch.space[2, 4] == UNK and torch.isnan(batch.pos[2, 4]).all()
+    )  # unknown: no id, no position
+    assert batch.mask[2:, :4].all() and batch.names[2][4] == "Xx1"
+    with pytest.raises(NeurofmError, match="different lengths"):
+        collate(
+            [
+                a,
+                neurofm.tokenize(
+                    _raw(["Cz"]), Recipe(notch=None, window_seconds=4, patch_seconds=0.5)
+                ),
+            ]
+        )
+
+
+def test_tokens_validation_and_indexing():
+    x = torch.zeros(2, 3, 4, 5)
+    ok = dict(x=x, space=torch.zeros(2, 3, dtype=torch.long), pos=torch.zeros(2, 3, 3), t=torch.zeros(2, 4),
+              mask=torch.ones(2, 3, 4, dtype=torch.bool), names=[("a", "b", "c")] * 2)  # fmt: skip
+    tokens = Tokens(**ok)
+    assert (
+        len(tokens[1]) == 1 and len(tokens[[0, 1]]) == 2 and tokens[0:1].names == [("a", "b", "c")]
+    )
+    with pytest.raises(NeurofmError, match=r"Tokens.mask has shape \(2, 3, 5\)"):
+        Tokens(**{**ok, "mask": torch.ones(2, 3, 5, dtype=torch.bool)})
+    with pytest.raises(NeurofmError, match="must be bool"):
+        Tokens(**{**ok, "mask": torch.ones(2, 3, 4)})
+    with pytest.raises(NeurofmError, match=r"\(B, S, N, P\)"):
+        Tokens(**{**ok, "x": torch.zeros(2, 3, 4)})
+    assert tokens.to("cpu", dtype=torch.bfloat16).x.dtype == torch.bfloat16
+
+
+def test_plain_mne_raw_is_canonicalised_first():
+    import mne
+
+    x = eeg(2, 200 * 20, 200, line=None)
+    raw = mne.io.RawArray(x, mne.create_info(["Fc5.", "EEG T3-REF"], 200.0, "eeg"), verbose="error")
+    raw.set_montage(None)
+    tokens = neurofm.tokenize(raw, Recipe(notch=None, window_seconds=4))
+    assert tokens.names[0] == ("FC5", "T7") and (tokens.space > UNK).all()
+
+
+def test_to_xarray():
+    tokens = neurofm.tokenize(_raw(["Fp1", "Cz", "O2"]), Recipe(notch=None, window_seconds=4))
+    da = tokens.to_xarray()
+    assert da.dims == ("window", "channel", "patch", "sample") and list(da.channel.values) == [
+        "Fp1",
+        "Cz",
+        "O2",
+    ]
+    assert float(da.mni_z.sel(channel="Cz")) > 80
+
+
+def test_real_recording_tokens():
+    raw = neurofm.read_eeg(shared("eeg/eegmmidb/S001R01.edf"))
+    tokens = neurofm.tokenize(raw)
+    assert tokens.shape == (6, 64, 10, 200) and tokens.mask.all()
+    assert 0.05 < tokens.x.abs().median() < 2  # EEG of tens of microvolts in units of 100 uV
+    assert (tokens.space > UNK).all()
+
+
+def test_long_recording_constant_memory(tmp_path):
+    """A 12-hour, 23-channel, 256 Hz EDF is tokenized under 1.5 GB of peak RSS."""
+    script = textwrap.dedent(f"""
+        import resource, sys
+        from pathlib import Path
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[1] / "bench")!r})
+        from preprocess import make_edf
+        import neurofm
+        path = make_edf(Path({str(tmp_path / "long.edf")!r}), 12.0)
+        n = sum(len(b) for b in neurofm.iter_tokens(path, neurofm.Recipe(notch=60.0), batch_size=128))
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(n, peak, path.stat().st_size / 2**20)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    n, peak_mib, size_mib = out.stdout.split()
+    assert int(n) == 12 * 360 and float(size_mib) > 400
+    assert float(peak_mib) < 1536, f"peak RSS {peak_mib} MiB"
