@@ -1,0 +1,110 @@
+"""Multi-head self-attention over token sequences with key-padding masks.
+
+One layer, two paths that must agree (``tests/test_attention.py``):
+
+- ``impl="sdpa"``: ``torch.nn.functional.scaled_dot_product_attention``, which picks a
+  fused kernel (flash, memory-efficient, or the C++ math kernel on CPU);
+- ``impl="math"``: the explicit ``softmax(q k^T / sqrt(d)) v`` reference.
+
+Masks come from ``Tokens.mask`` flattened to a sequence: True for real tokens. A
+sequence with no real key at all (a fully padded batch item) would make softmax
+produce NaN; such rows attend to everything instead, and their outputs, which belong
+to padding, are finite and ignored downstream.
+
+LaBraM's options are here: ``qkv_bias`` (bias on q and v, none on k, as LaBraM and
+BEiT do) and ``qk_norm`` (LayerNorm of q and k per head). ``pad_head_dim`` rounds the
+head dimension up to a multiple of 8 with zero channels, which leaves the result
+unchanged (zeros add nothing to q.k and produce zero outputs that are cut away) but
+lets flash kernels run for LaBraM-base's head size of 20.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+IMPLS = ("sdpa", "math")
+
+
+def _safe_mask(key_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, L) real-token mask -> (B, 1, 1, L) attention mask with no empty rows."""
+    if key_mask is None:
+        return None
+    empty = ~key_mask.any(dim=-1, keepdim=True)
+    return (key_mask | empty)[:, None, None, :]
+
+
+def attend(q, k, v, key_mask=None, *, impl: str = "sdpa", dropout_p: float = 0.0,
+           scale: float | None = None) -> torch.Tensor:  # fmt: skip
+    """Scaled dot-product attention of (B, H, L, D) tensors; ``key_mask`` (B, L) bool."""
+    mask = _safe_mask(key_mask)
+    if impl == "sdpa":
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale
+        )
+    if impl != "math":
+        raise ValueError(f"attention impl must be one of {IMPLS}, got {impl!r}")
+    scale = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    scores = (q @ k.transpose(-2, -1)) * scale
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.softmax(dim=-1)
+    if dropout_p:
+        weights = F.dropout(weights, p=dropout_p)
+    return weights @ v
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention: (B, L, dim) -> (B, L, dim).
+
+    Parameters
+    ----------
+    dim, heads : int
+        Model width and number of heads (``dim % heads == 0``).
+    qkv_bias : bool
+        Learned bias on q and v (k has none), as in LaBraM.
+    qk_norm : bool
+        LayerNorm on q and k per head (LaBraM's ``qk_norm``).
+    pad_head_dim : int
+        Round the head dimension up to a multiple of this (8 for flash kernels; 0: off).
+    impl : str
+        ``'sdpa'`` (fused kernels) or ``'math'`` (reference).
+    """
+
+    def __init__(self, dim: int, heads: int, *, qkv_bias: bool = True, qk_norm: bool = False,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, pad_head_dim: int = 0,
+                 impl: str = "sdpa"):  # fmt: skip
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim={dim} is not divisible by heads={heads}")
+        if impl not in IMPLS:
+            raise ValueError(f"attention impl must be one of {IMPLS}, got {impl!r}")
+        self.heads, self.head_dim, self.impl = heads, dim // heads, impl
+        self.pad_to = pad_head_dim
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
+        self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
+        self.q_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        bias = None
+        if self.q_bias is not None:
+            bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
+        qkv = F.linear(x, self.qkv.weight, bias)
+        q, k, v = rearrange(qkv, "b l (three h d) -> three b h l d", three=3, h=self.heads)
+        q, k = self.q_norm(q), self.k_norm(k)
+        pad = (-self.head_dim) % self.pad_to if self.pad_to else 0
+        if pad:  # zero channels: same scores, same outputs, kernel-friendly size
+            q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
+        out = attend(q, k, v, key_mask, impl=self.impl, scale=1.0 / math.sqrt(self.head_dim),
+                     dropout_p=self.attn_drop if self.training else 0.0)  # fmt: skip
+        out = out[..., : self.head_dim]
+        return self.proj_drop(self.proj(rearrange(out, "b h l d -> b l (h d)")))
