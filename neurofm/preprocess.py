@@ -291,7 +291,6 @@ class Stream:
         )
         self.half = 0 if self.fir is None else (len(self.fir) - 1) // 2
         self.chunk = max(int(chunk_seconds * recipe.sfreq), 1)
-        self.nan_seen = False
 
     def __repr__(self) -> str:
         return (
@@ -315,7 +314,6 @@ class Stream:
                     f"NaN samples in channels {names[:8]} from {first / self.sfreq_in:.2f} s: "
                     "interpolate them, or use Recipe(on_nan='mask') to mask the patches they touch"
                 )
-            self.nan_seen = True
             data[bad] = 0.0
             self._nan_spans.append((a, bad))
         return data.astype(np.float32, copy=False)
@@ -341,23 +339,27 @@ class Stream:
         """Filtered, scaled output samples [o0, o1) and a NaN-taint mask (or None)."""
         from scipy.signal import oaconvolve
 
-        self._nan_spans: list = []
+        self._nan_spans = []
         lo, hi = o0 - self.half, o1 + self.half
         z = _gather(self._resampled, lo, hi, self.n_out)
         y = z if self.fir is None else oaconvolve(z, self.fir[None, :], mode="valid", axes=-1)
         y = y.astype(np.float32, copy=False) / np.float32(self.recipe.unit_scale)
         if self.recipe.clip is not None:
             np.clip(y, -self.recipe.clip, self.recipe.clip, out=y)
-        taint = None
-        if self._nan_spans:  # output samples within a filter length of a NaN
-            taint = np.zeros(y.shape, bool)
-            reach = self.half + int(np.ceil(10 * max(self.up, self.down) / self.down)) + 1
-            for a, bad in self._nan_spans:
-                rows, cols = np.nonzero(bad)
-                centre = np.round((a + cols) * self.up / self.down).astype(int) - o0
-                for r, c in zip(rows, centre, strict=True):
-                    taint[r, max(c - reach, 0) : max(c + reach + 1, 0)] = True
-        return y, taint
+        return y, self._taint(o0, y.shape) if self._nan_spans else None
+
+    def _taint(self, o0: int, shape) -> np.ndarray:
+        """Output samples within a filter reach of a NaN input sample (C, n) bool."""
+        reach = self.half + int(np.ceil(10 * max(self.up, self.down) / self.down)) + 1
+        hits = np.zeros((shape[0], shape[1] + 2 * reach), bool)  # column j: output o0 + j - reach
+        for a, bad in self._nan_spans:
+            rows, cols = np.nonzero(bad)
+            centre = np.round((a + cols) * self.up / self.down).astype(np.int64) - o0 + reach
+            inside = (centre >= 0) & (centre < hits.shape[1])
+            hits[rows[inside], centre[inside]] = True
+        counts = np.pad(np.cumsum(hits, axis=1), ((0, 0), (1, 0)))
+        width = 2 * reach + 1  # output j sees hits[j : j + width]
+        return (counts[:, width : width + shape[1]] - counts[:, : shape[1]]) > 0
 
     def blocks(self):
         """Yield (start, data, taint) for consecutive output chunks covering the recording."""

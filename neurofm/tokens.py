@@ -164,8 +164,9 @@ def _unknown(raw) -> set[str]:
 
 def space_ids(raw, names) -> np.ndarray:
     """Vocabulary ids; ``UNK`` for names read_eeg found unknown (a BioSemi 'A1' is not the ear)."""
-    unknown = _unknown(raw)
-    return np.array([UNK if n in unknown else eeg_vocabulary().id(n) for n in names], np.int64)
+    ids = eeg_vocabulary().ids(names)
+    ids[[n in _unknown(raw) for n in names]] = UNK
+    return ids
 
 
 def channel_positions(raw, names) -> np.ndarray:
@@ -173,13 +174,13 @@ def channel_positions(raw, names) -> np.ndarray:
     import mne
 
     from .channels import positions
+    from .io.eeg import template_head_t
 
     unknown = _unknown(raw)
     pos = positions(["" if n in unknown else n for n in names])
     missing = [i for i, n in enumerate(names) if not np.isfinite(pos[i]).all()]
     if missing:
-        template = mne.channels.make_standard_montage("colin27_1005")
-        head_mri = mne.transforms.invert_transform(mne.channels.compute_native_head_t(template))
+        head_mri = mne.transforms.invert_transform(template_head_t()[0])
         for i in missing:
             loc = raw.info["chs"][raw.ch_names.index(names[i])]["loc"][:3]
             if np.isfinite(loc).all() and np.any(loc != 0):
@@ -230,9 +231,8 @@ def iter_tokens(source, recipe: Recipe | None = None, *, batch_size: int = 64, p
     n_windows = (stream.n_out - recipe.window_len) // recipe.stride_len + 1
     flat_units = recipe.flat_threshold / recipe.unit_scale
     ever_real = np.zeros(len(names), bool)
-    pending: list = []
 
-    def emit():
+    def emit(pending):
         starts = np.array([s for s, _, _ in pending])
         x = np.stack([w for _, w, _ in pending])  # (B, S, W)
         x = rearrange(x, "b s (n p) -> b s n p", p=P)
@@ -254,30 +254,30 @@ def iter_tokens(source, recipe: Recipe | None = None, *, batch_size: int = 64, p
             names=[names] * B,
         )
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    from tqdm.auto import tqdm
 
-        bar = tqdm(total=n_windows, unit="win", desc="tokenize")
-    for start, window, taint in _windows(stream):
-        pending.append((start, window, taint))
-        if len(pending) == batch_size:
-            if bar is not None:
-                bar.update(len(pending))
-            yield emit()
-            pending = []
-    if pending:
-        if bar is not None:
+    with tqdm(total=n_windows, unit="win", desc="tokenize", disable=not progress) as bar:
+        for pending in _batched(_windows(stream), batch_size):
             bar.update(len(pending))
-        yield emit()
-    if bar is not None:
-        bar.close()
+            yield emit(pending)
     flat = [n for n, r in zip(names, ever_real, strict=True) if not r]
     if flat:
         logger.warning(
             "channels %s are flat (std < %g V) in every window and are masked out: "
             "check the electrodes or drop them", flat, recipe.flat_threshold,
         )  # fmt: skip
+
+
+def _batched(items, n: int):
+    """Lists of up to n consecutive items (itertools.batched, Python 3.12)."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _is_canonical(source) -> bool:

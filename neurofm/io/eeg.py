@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -109,18 +110,8 @@ def _check_edf_size(path: Path, fmt: str) -> None:
     try:
         with open(path, "rb") as fh:
             head = fh.read(256)
-            n_bytes, n_records, duration, ns = (
-                head[184:192],
-                head[236:244],
-                head[244:252],
-                head[252:256],
-            )
-            n_bytes, n_records, duration, ns = (
-                int(n_bytes),
-                int(n_records),
-                float(duration),
-                int(ns),
-            )
+            n_bytes, n_records, ns = int(head[184:192]), int(head[236:244]), int(head[252:256])
+            duration = float(head[244:252])
             fh.seek(256 + ns * 216)
             spr = [int(fh.read(8)) for _ in range(ns)]
     except (ValueError, OSError):
@@ -239,6 +230,19 @@ def _check_units(raw, picks, units_given: bool):
     )
 
 
+@lru_cache(maxsize=1)
+def template_head_t():
+    """The Colin27 10-05 template's MRI(=MNI, m) -> head transform, and its fiducials in head."""
+    import mne
+
+    template = mne.channels.make_standard_montage("colin27_1005")
+    mri_head = mne.channels.compute_native_head_t(template)
+    fid = template.get_positions()
+    return mri_head, {
+        k: mne.transforms.apply_trans(mri_head, fid[k]) for k in ("nasion", "lpa", "rpa")
+    }
+
+
 def _set_positions(raw, report: ChannelReport, montage):
     """Template positions for known names; file positions kept for unknown ones."""
     import mne
@@ -248,8 +252,7 @@ def _set_positions(raw, report: ChannelReport, montage):
             montage = mne.channels.make_standard_montage(montage)
         raw.set_montage(montage, on_missing="warn", verbose="error")
         return
-    template = mne.channels.make_standard_montage("colin27_1005")
-    mri_head = mne.channels.compute_native_head_t(template)
+    mri_head, fid = template_head_t()
     known = [c.name if c.kind in ("electrode", "bipolar") else "" for c in report.kept]
     mni = positions(known) / 1000.0  # template positions for known names only
     ch_pos = {}
@@ -258,10 +261,6 @@ def _set_positions(raw, report: ChannelReport, montage):
             ch_pos[ch["ch_name"]] = mne.transforms.apply_trans(mri_head, mni[i])
         elif np.all(np.isfinite(ch["loc"][:3])) and np.any(ch["loc"][:3] != 0):
             ch_pos[ch["ch_name"]] = ch["loc"][:3].copy()  # already head frame
-    fid = {
-        k: mne.transforms.apply_trans(mri_head, template.get_positions()[k])
-        for k in ("nasion", "lpa", "rpa")
-    }
     dig = mne.channels.make_dig_montage(ch_pos=ch_pos, coord_frame="head", **fid)
     eeg_like = [n for n, t in zip(raw.ch_names, raw.get_channel_types(), strict=True) if t == "eeg"]
     missing = [n for n in eeg_like if n not in ch_pos]
