@@ -27,6 +27,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)  ## performance figures (see README)
 	$(PY) bench/preprocess.py
+	$(PY) bench/encoder.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

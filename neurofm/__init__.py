@@ -5,10 +5,13 @@ Public API::
     raw = neurofm.read_eeg("recording.edf")        # any MNE format, canonical channels
     tokens = neurofm.tokenize(raw, neurofm.Recipe())  # Tokens (windows, channels, patches, samples)
     for batch in neurofm.iter_tokens(raw, batch_size=64): ...   # constant memory
+    model = neurofm.load_model("checkpoint/")         # or neurofm.models.create_model("eeg-base")
+    features = model(tokens).pooled                    # (windows, dim)
 """
 
 from .channels import ChannelReport, eeg_vocabulary, map_channels
 from .io import read_eeg
+from .models import load_model
 from .preprocess import Recipe, preprocess
 from .tokens import Tokens, collate, iter_tokens, tokenize
 
@@ -20,6 +23,7 @@ __all__ = [
     "collate",
     "eeg_vocabulary",
     "iter_tokens",
+    "load_model",
     "map_channels",
     "preprocess",
     "read_eeg",

@@ -29,21 +29,20 @@ from functools import lru_cache
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from .utils import NeurofmError, SignalError, did_you_mean, logger
+from .config import StrictConfig
+from .utils import NeurofmError, SignalError, logger
 
 LINE_FREQS = (50.0, 60.0)
 
 
-class Recipe(BaseModel):
+class Recipe(StrictConfig):
     """How a recording becomes model input (EEG).
 
     Defaults follow LaBraM: 200 Hz, 0.1-75 Hz band, notch at the line frequency,
     volts divided by 100 uV, patches of 1 s.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     modality: Literal["eeg"] = "eeg"
     sfreq: float = Field(200.0, gt=0, description="target sampling rate (Hz)")
@@ -71,17 +70,6 @@ class Recipe(BaseModel):
     )
     on_nan: Literal["raise", "mask"] = "raise"
     version: int = 1
-
-    @model_validator(mode="before")
-    @classmethod
-    def _suggest(cls, data):
-        if isinstance(data, dict):
-            for key in data:
-                if key not in cls.model_fields:
-                    raise ValueError(
-                        f"unknown Recipe field {key!r}{did_you_mean(key, cls.model_fields)}"
-                    )
-        return data
 
     @model_validator(mode="after")
     def _check(self):
@@ -120,10 +108,6 @@ class Recipe(BaseModel):
     @property
     def n_patches(self) -> int:
         return self.window_len // self.patch_len
-
-    def replace(self, **changes) -> Recipe:
-        """A copy with some fields changed (validated)."""
-        return Recipe(**{**self.model_dump(), **changes})
 
     @classmethod
     def from_dict(cls, data: dict) -> Recipe:

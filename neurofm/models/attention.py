@@ -77,7 +77,7 @@ class Attention(nn.Module):
 
     def __init__(self, dim: int, heads: int, *, qkv_bias: bool = True, qk_norm: bool = False,
                  attn_drop: float = 0.0, proj_drop: float = 0.0, pad_head_dim: int = 0,
-                 impl: str = "sdpa"):  # fmt: skip
+                 impl: str = "sdpa", norm_eps: float = 1e-6):  # fmt: skip
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim={dim} is not divisible by heads={heads}")
@@ -88,22 +88,25 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
         self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
-        self.q_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
-        self.k_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.q_norm = nn.LayerNorm(self.head_dim, eps=norm_eps) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(self.head_dim, eps=norm_eps) if qk_norm else nn.Identity()
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        bias = None
-        if self.q_bias is not None:
-            bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
-        qkv = F.linear(x, self.qkv.weight, bias)
-        q, k, v = rearrange(qkv, "b l (three h d) -> three b h l d", three=3, h=self.heads)
+        # three matmuls on row blocks of one qkv weight (LaBraM's layout): each result is
+        # contiguous, so QK-norm and the (b l h d) -> (b h l d) view need no copies
+        w = self.qkv.weight.chunk(3)
+        q = F.linear(x, w[0], self.q_bias)
+        k = F.linear(x, w[1])
+        v = F.linear(x, w[2], self.v_bias)
+        q, k, v = (rearrange(t, "b l (h d) -> b l h d", h=self.heads) for t in (q, k, v))
         q, k = self.q_norm(q), self.k_norm(k)
         pad = (-self.head_dim) % self.pad_to if self.pad_to else 0
         if pad:  # zero channels: same scores, same outputs, kernel-friendly size
             q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
         out = attend(q, k, v, key_mask, impl=self.impl, scale=1.0 / math.sqrt(self.head_dim),
                      dropout_p=self.attn_drop if self.training else 0.0)  # fmt: skip
         out = out[..., : self.head_dim]

@@ -1,0 +1,217 @@
+"""Import LaBraM weights: the original ``labram-*.pth`` layout and braindecode's ``Labram``.
+
+Both hold the same network under different names. The converter maps every tensor to
+the neurofm :class:`~neurofm.models.Encoder` and checks that nothing is left over, so a
+checkpoint of another architecture fails loudly instead of loading half its weights.
+
+What changes in the move:
+
+- LaBraM's position table has a row per name in its 128-name list (plus [CLS]); each
+  row goes to the neurofm vocabulary id of that name. Rows for old aliases (T3/T4/T5/T6,
+  whose channels neurofm names T7/T8/P7/P8) and for names outside the 10-05 vocabulary
+  (CFC*, CB*, O9/O10, CCP7/8) are dropped and reported; the [CLS] row is folded into
+  the [CLS] token (LaBraM adds it there and nowhere else).
+- The time table becomes ``time_embed="table"``; no coordinate embedding
+  (``coord_frequencies=0``), so the imported model computes exactly what LaBraM computes
+  on the channels it knows, and refuses channels it has no row for.
+- LaBraM's GroupNorm statistics over a whole sample are kept (``conv_norm="sample"``),
+  with padded tokens left out of them.
+
+The original checkpoint is a pickle: it is read with ``torch.load(weights_only=True)``,
+which loads tensors and refuses code.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from ..channels import eeg_vocabulary, map_channels
+from ..utils import NeurofmError, logger
+from .encoder import Encoder, EncoderConfig
+
+#: LaBraM's channel list (its ``utils.standard_1020``; braindecode's LABRAM_CHANNEL_ORDER)
+LABRAM_CHANNELS = (
+    "FP1 FPZ FP2 AF9 AF7 AF5 AF3 AF1 AFZ AF2 AF4 AF6 AF8 AF10 F9 F7 F5 F3 F1 FZ F2 F4 F6 F8 F10 "
+    "FT9 FT7 FC5 FC3 FC1 FCZ FC2 FC4 FC6 FT8 FT10 T9 T7 C5 C3 C1 CZ C2 C4 C6 T8 T10 TP9 TP7 "
+    "CP5 CP3 CP1 CPZ CP2 CP4 CP6 TP8 TP10 P9 P7 P5 P3 P1 PZ P2 P4 P6 P8 P10 PO9 PO7 PO5 PO3 "
+    "PO1 POZ PO2 PO4 PO6 PO8 PO10 O1 OZ O2 O9 CB1 CB2 IZ O10 T3 T5 T4 T6 M1 M2 A1 A2 CFC1 "
+    "CFC2 CFC3 CFC4 CFC5 CFC6 CFC7 CFC8 CCP1 CCP2 CCP3 CCP4 CCP5 CCP6 CCP7 CCP8 T1 T2 FTT9h "
+    "TTP7h TPP9h FTT10h TPP8h TPP10h FP1-F7 F7-T7 T7-P7 P7-O1 FP2-F8 F8-T8 T8-P8 P8-O2"
+).split()
+
+#: LaBraM's sizes by embedding dim: heads (head dim is not in the weights without QK-norm)
+LABRAM_HEADS = {200: 10, 400: 16, 800: 16}
+_SIZE_NAMES = {200: "base", 400: "large", 800: "huge"}
+
+# original name -> neurofm name (regex on the original layout; braindecode's is mapped first)
+_BRAINDECODE = [
+    (r"^position_embedding$", "pos_embed"),
+    (r"^temporal_embedding$", "time_embed"),
+    (r"^patch_embed\.temporal_conv\.", "patch_embed."),
+    (r"\.mlp\.0\.", ".mlp.fc1."),
+    (r"\.mlp\.2\.", ".mlp.fc2."),
+    (r"^final_layer\.", "head."),
+]
+_TO_NEUROFM = [
+    (r"^blocks\.(\d+)\.mlp\.fc1\.", r"blocks.\1.mlp.0."),
+    (r"^blocks\.(\d+)\.mlp\.fc2\.", r"blocks.\1.mlp.2."),
+    (r"^fc_norm\.", "norm."),
+]
+_IGNORED = re.compile(r"^(head|lm_head)\.|relative_position_index$")
+
+
+def labram_rows() -> dict[int, int]:
+    """LaBraM position-table row (1-based; 0 is [CLS]) -> neurofm vocabulary id."""
+    vocab = eeg_vocabulary()
+    report = map_channels(list(LABRAM_CHANNELS))
+    rows = {}
+    for i, info in enumerate(report.channels, start=1):
+        if info.status in ("kept", "renamed") and info.name in vocab:
+            rows[i] = vocab.id(info.name)
+    return rows
+
+
+def _read(source) -> dict[str, torch.Tensor]:
+    if isinstance(source, torch.nn.Module):
+        return dict(source.state_dict())
+    if isinstance(source, dict):
+        return dict(source)
+    path = Path(source)
+    if not path.exists():
+        raise NeurofmError(f"no LaBraM checkpoint at {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise NeurofmError(
+            f"{path} could not be read as tensors with torch.load(weights_only=True) "
+            f"({type(err).__name__}: {str(err)[:200]}): it holds objects other than tensors. "
+            "neurofm will not unpickle it; re-save its state_dict() as safetensors"
+        ) from err
+    for key in ("model", "module", "state_dict"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            return dict(obj[key])
+    return dict(obj)
+
+
+def _normalise(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
+    """Any layout -> the original LaBraM names, and which layout it was."""
+    if any(k.startswith("student.") for k in state):  # a pretraining checkpoint
+        state = {k[len("student."):]: v for k, v in state.items() if k.startswith("student.")}
+    layout = "braindecode" if "position_embedding" in state else "labram"
+    if layout == "braindecode":
+        renamed = {}
+        for key, value in state.items():
+            for pattern, repl in _BRAINDECODE:
+                key = re.sub(pattern, repl, key)
+            renamed[key] = value
+        state = renamed
+    if "cls_token" not in state or "patch_embed.conv1.weight" not in state:
+        raise NeurofmError(
+            "not a LaBraM encoder state dict (no cls_token / patch_embed.conv1): import the "
+            "neural Transformer's weights, not the VQ tokenizer's or a classifier's only"
+        )
+    return state, layout
+
+
+def from_labram(source, *, heads: int | None = None, patch_len: int = 200, recipe=None,
+                name: str | None = None) -> Encoder:  # fmt: skip
+    """An :class:`Encoder` holding LaBraM weights.
+
+    Parameters
+    ----------
+    source : path | dict | torch.nn.Module
+        ``labram-base.pth`` (LaBraM's GitHub ``checkpoints/``, pretraining or fine-tuned),
+        a ``.safetensors`` file, a state dict, or a braindecode ``Labram`` module.
+    heads : int | None
+        Attention heads; read from the QK-norm size when present, else LaBraM's for the
+        width (base 10, large 16, huge 16).
+    patch_len : int
+        Samples per patch (LaBraM: 200 = 1 s at 200 Hz).
+
+    Returns
+    -------
+    Encoder
+        With ``model.conversion`` describing mapped and dropped rows and ignored tensors.
+    """
+    state, layout = _normalise(_read(source))
+    dim = state["cls_token"].shape[-1]
+    depth = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k)))
+    qk_norm = "blocks.0.attn.q_norm.weight" in state
+    if heads is None:
+        heads = dim // state["blocks.0.attn.q_norm.weight"].shape[0] if qk_norm else (
+            LABRAM_HEADS.get(dim))  # fmt: skip
+        if heads is None:
+            raise NeurofmError(f"cannot tell the number of heads for dim={dim}: pass heads=")
+    pooling = "mean" if "fc_norm.weight" in state else "cls"
+    if "norm.weight" not in state and "fc_norm.weight" not in state:
+        raise NeurofmError("the checkpoint has neither norm nor fc_norm: not a LaBraM encoder")
+    time_rows = state["time_embed"].shape[1]
+    conv_c = state["patch_embed.conv1.weight"].shape[0]
+    config = EncoderConfig(
+        name=name or f"labram-{_SIZE_NAMES.get(dim, dim)}", modality="eeg", dim=dim,
+        depth=depth, heads=heads, patch_len=patch_len, patch_seconds=1.0,
+        patch_embed="conv", conv_channels=conv_c, conv_norm="sample",
+        coord_frequencies=0, time_embed="table", time_rows=time_rows,
+        qkv_bias="blocks.0.attn.q_bias" in state, qk_norm=qk_norm,
+        layer_scale=0.1 if "blocks.0.gamma_1" in state else None,
+        cls_token=True, pooling=pooling, attention="full",
+    )  # fmt: skip
+    from .registry import default_recipe
+
+    model = Encoder(config, recipe=recipe or default_recipe(config))
+
+    new = {}
+    ignored = []
+    vocab_rows = labram_rows()
+    pos = state.pop("pos_embed", None)
+    time = state.pop("time_embed")
+    cls = state.pop("cls_token")
+    table = torch.zeros_like(model.space_embed.table.weight)
+    learned = torch.zeros_like(model.space_embed.learned)
+    if pos is not None:
+        cls = cls + pos[:, :1]
+        for row, vid in vocab_rows.items():
+            if row < pos.shape[1]:
+                table[vid] = pos[0, row]
+                learned[vid] = True
+    new["cls_token"] = cls
+    new["space_embed.table.weight"] = table
+    new["space_embed.learned"] = learned
+    new["time_embed.table"] = time[0]
+    if "mask_token" in state:
+        new["mask_token"] = state.pop("mask_token").reshape(-1)
+    for key, value in state.items():
+        if _IGNORED.search(key):
+            ignored.append(key)
+            continue
+        target = key
+        for pattern, repl in _TO_NEUROFM:
+            target = re.sub(pattern, repl, target)
+        new[target] = value
+    own = model.state_dict()
+    for key in own:  # buffers and the [MASK] token LaBraM fine-tuning checkpoints lack
+        if key not in new and (key.endswith(("freqs",)) or key == "mask_token"):
+            new[key] = own[key]
+    model.load_weights(new, source=f"LaBraM ({layout} layout)")
+    dropped = [LABRAM_CHANNELS[r - 1] for r in range(1, len(LABRAM_CHANNELS) + 1)
+               if r not in vocab_rows]  # fmt: skip
+    model.conversion = {
+        "layout": layout,
+        "mapped_channels": len(vocab_rows),
+        "dropped_channels": dropped,
+        "ignored_tensors": ignored,
+        "pooling": pooling,
+    }
+    logger.info(
+        "imported LaBraM (%s layout, dim %d, depth %d): %d of %d channel rows mapped; "
+        "dropped %s; ignored %s", layout, dim, depth, len(vocab_rows), len(LABRAM_CHANNELS),
+        dropped, ignored,
+    )  # fmt: skip
+    return model

@@ -1,0 +1,372 @@
+"""The spatio-temporal Transformer encoder: ``Tokens`` in, one vector per token out.
+
+::
+
+    Tokens (B, S, N, P) ─► patch embed ─► + space(space, pos) + time(t) ─► [CLS] +
+        ─► blocks (pre-norm attention + MLP, layer scale) ─► norm ─► EncoderOutput
+
+``attention="full"`` attends over all S x N tokens at once (LaBraM); ``"divided"`` attends
+over space within each time patch, then over time within each unit, so a block costs
+S N (S + N) instead of (S N)^2. Padded tokens (``Tokens.mask`` False) are never attended
+to, so one batch can mix montages and window lengths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from einops import rearrange
+from pydantic import Field, model_validator
+from torch import nn
+
+from ..channels import eeg_vocabulary
+from ..config import StrictConfig
+from ..tokens import Tokens
+from ..utils import NeurofmError
+from .attention import Attention
+from .embeddings import (
+    ConvPatchEmbed,
+    LinearPatchEmbed,
+    SpatialEmbedding,
+    TimeEmbedding,
+    conv_out_len,
+)
+
+
+class EncoderConfig(StrictConfig):
+    """Everything that shapes an encoder; saved as ``config.json`` in checkpoints."""
+
+    name: str = "custom"
+    modality: Literal["eeg", "fmri"] = "eeg"
+    dim: int = Field(200, gt=0)
+    depth: int = Field(12, gt=0)
+    heads: int = Field(10, gt=0)
+    mlp_ratio: float = Field(4.0, gt=0)
+    patch_len: int = Field(200, gt=0, description="samples (EEG) or TRs (fMRI) per patch")
+    patch_seconds: float = Field(1.0, gt=0, description="seconds per patch (time embedding)")
+    patch_embed: Literal["conv", "linear"] = "conv"
+    conv_channels: int | None = Field(None, description="None: dim // conv output length")
+    conv_groups: int = 4
+    conv_norm: Literal["sample", "patch"] = "sample"
+    vocab_size: int = Field(len(eeg_vocabulary()), ge=2, description="rows of the name table")
+    coord_frequencies: int = Field(8, ge=0, description="0: no coordinate embedding")
+    time_embed: Literal["fourier", "table"] = "fourier"
+    time_rows: int = Field(16, gt=0, description="rows of a 'table' time embedding")
+    time_frequencies: int = Field(32, gt=0)
+    qkv_bias: bool = True
+    qk_norm: bool = True
+    layer_scale: float | None = Field(0.1, description="initial layer-scale value; None: off")
+    norm_eps: float = 1e-6
+    attention: Literal["full", "divided"] = "full"
+    impl: Literal["sdpa", "math"] = "sdpa"
+    pad_head_dim: int = Field(0, ge=0, description="round head dim up to a multiple (flash)")
+    cls_token: bool = True
+    pooling: Literal["cls", "mean"] = "mean"
+    dropout: float = Field(0.0, ge=0, lt=1)
+    attn_dropout: float = Field(0.0, ge=0, lt=1)
+    drop_path: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.dim % self.heads:
+            raise ValueError(f"dim={self.dim} is not divisible by heads={self.heads}")
+        if self.attention == "divided" and self.cls_token:
+            raise ValueError(
+                "attention='divided' has no [CLS] token (it attends within rows and columns): "
+                "set cls_token=False and pooling='mean'"
+            )
+        if self.pooling == "cls" and not self.cls_token:
+            raise ValueError("pooling='cls' needs cls_token=True; or use pooling='mean'")
+        if self.patch_embed == "conv" and self.conv_channels is None:
+            T = conv_out_len(self.patch_len)
+            if self.dim % T:
+                raise ValueError(
+                    f"dim={self.dim} is not a multiple of the conv output length {T} "
+                    f"(patch_len={self.patch_len}): set conv_channels to add a projection"
+                )
+        return self
+
+
+@dataclass
+class EncoderOutput:
+    """Encoder features.
+
+    tokens : (B, S, N, dim)  one vector per token, after the final norm
+    pooled : (B, dim)        one vector per window (``pooling``: [CLS] or mean of real tokens)
+    mask   : (B, S, N)       the input's real-token mask (padding's features are meaningless)
+    cls    : (B, dim) | None the [CLS] token after the final norm
+    """
+
+    tokens: torch.Tensor
+    pooled: torch.Tensor
+    mask: torch.Tensor
+    cls: torch.Tensor | None = None
+
+
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: drop a whole residual branch per sample."""
+    if not training or p == 0.0:
+        return x
+    keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - p)
+    return x * keep / (1 - p)
+
+
+class Mlp(nn.Sequential):
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0):
+        super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim),
+                         nn.Dropout(dropout))  # fmt: skip
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block with layer scale.
+
+    Full: ``x`` (B, L, dim), ``key_mask`` (B, L). Divided: ``x`` (B, S, N, dim),
+    ``key_mask`` (B, S, N); space attention within each patch, then time attention
+    within each unit (its own weights: ``time_attn``), then the MLP.
+    """
+
+    def __init__(self, cfg: EncoderConfig, drop_path_p: float = 0.0):
+        super().__init__()
+        d, eps = cfg.dim, cfg.norm_eps
+
+        def attention():
+            return Attention(d, cfg.heads, qkv_bias=cfg.qkv_bias, qk_norm=cfg.qk_norm,
+                             attn_drop=cfg.attn_dropout, proj_drop=cfg.dropout,
+                             pad_head_dim=cfg.pad_head_dim, impl=cfg.impl, norm_eps=eps)  # fmt: skip
+
+        def scale():
+            return None if cfg.layer_scale is None else nn.Parameter(torch.full((d,), cfg.layer_scale))
+
+        self.divided = cfg.attention == "divided"
+        self.drop_path = drop_path_p
+        self.norm1, self.attn, self.gamma_1 = nn.LayerNorm(d, eps=eps), attention(), scale()
+        if self.divided:
+            self.norm_t, self.time_attn, self.gamma_t = nn.LayerNorm(d, eps=eps), attention(), scale()
+        self.norm2, self.gamma_2 = nn.LayerNorm(d, eps=eps), scale()
+        self.mlp = Mlp(d, int(d * cfg.mlp_ratio), cfg.dropout)
+
+    def _residual(self, x, y, gamma):
+        y = y if gamma is None else gamma * y
+        return x + drop_path(y, self.drop_path, self.training)
+
+    def _attend(self, x, key_mask, norm, attn, gamma, pattern: str | None):
+        if pattern is None:
+            return self._residual(x, attn(norm(x), key_mask), gamma)
+        grid, rows = pattern.split(" -> ")
+        sizes = dict(zip("bsn", x.shape[:3], strict=False))
+        y = rearrange(x, f"{grid} d -> {rows} d")
+        m = None if key_mask is None else rearrange(key_mask, f"{grid} -> {rows}")
+        y = rearrange(attn(norm(y), m), f"{rows} d -> {grid} d", **sizes)
+        return self._residual(x, y, gamma)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.divided:
+            x = self._attend(x, key_mask, self.norm1, self.attn, self.gamma_1, "b s n -> (b n) s")
+            x = self._attend(x, key_mask, self.norm_t, self.time_attn, self.gamma_t,
+                             "b s n -> (b s) n")  # fmt: skip
+        else:
+            x = self._attend(x, key_mask, self.norm1, self.attn, self.gamma_1, None)
+        return self._residual(x, self.mlp(self.norm2(x)), self.gamma_2)
+
+
+class Encoder(nn.Module):
+    """Spatio-temporal Transformer over :class:`~neurofm.Tokens` (EEG or fMRI).
+
+    Build one by name with :func:`neurofm.models.create_model`, load a checkpoint with
+    :func:`neurofm.load_model`, or import LaBraM weights with
+    :func:`neurofm.models.from_labram`.
+
+    Examples
+    --------
+    >>> model = neurofm.models.create_model("eeg-tiny")
+    >>> out = model(neurofm.tokenize("rec.edf", model.recipe))
+    >>> out.pooled.shape          # (windows, dim)
+    """
+
+    def __init__(self, config: EncoderConfig | dict | None = None, recipe=None, **overrides):
+        super().__init__()
+        config = EncoderConfig(**config) if isinstance(config, dict) else config or EncoderConfig()
+        if overrides:
+            config = config.replace(**overrides)
+        self.config, self.recipe = config, recipe
+        c = config
+        if c.patch_embed == "conv":
+            self.patch_embed = ConvPatchEmbed(c.patch_len, c.dim, c.conv_channels, c.conv_groups,
+                                              c.conv_norm)  # fmt: skip
+        else:
+            self.patch_embed = LinearPatchEmbed(c.patch_len, c.dim)
+        self.space_embed = SpatialEmbedding(c.vocab_size, c.dim, c.coord_frequencies)
+        self.time_embed = TimeEmbedding(c.dim, c.patch_seconds, c.time_embed, c.time_rows,
+                                        c.time_frequencies)  # fmt: skip
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim)) if c.cls_token else None
+        self.mask_token = nn.Parameter(torch.zeros(c.dim))  # masked modelling's [MASK]
+        self.drop = nn.Dropout(c.dropout)
+        rates = [c.drop_path * i / max(c.depth - 1, 1) for i in range(c.depth)]  # stochastic depth
+        self.blocks = nn.ModuleList(Block(c, p) for p in rates)
+        self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps)
+        self.init_weights()
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    # ------------------------------------------------------------------ init
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """BEiT/LaBraM initialisation: truncated normal 0.02, residual outputs / sqrt(2 l)."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm | nn.GroupNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        for p in (self.cls_token, self.mask_token, self.space_embed.table.weight,
+                  getattr(self.time_embed, "table", None)):  # fmt: skip
+            if p is not None:
+                nn.init.trunc_normal_(p, std=0.02)
+        for i, blk in enumerate(self.blocks, start=1):
+            for attn in (blk.attn, getattr(blk, "time_attn", None)):
+                if attn is not None:
+                    attn.proj.weight.div_((2.0 * i) ** 0.5)
+            blk.mlp[2].weight.div_((2.0 * i) ** 0.5)
+
+    # ------------------------------------------------------------------ checks
+    def check_tokens(self, tokens: Tokens) -> None:
+        """Raise a :class:`NeurofmError` naming the fix when ``tokens`` cannot be encoded."""
+        if not isinstance(tokens, Tokens):
+            raise NeurofmError(
+                f"the encoder takes neurofm.Tokens, got {type(tokens).__name__}: build them "
+                "with neurofm.tokenize(recording, model.recipe) or Tokens(x=..., space=..., ...)"
+            )
+        c = self.config
+        P = tokens.shape[3]
+        if P != c.patch_len:
+            raise NeurofmError(
+                f"Tokens have patches of {P} samples but this model takes {c.patch_len} "
+                f"({c.patch_seconds:g} s): tokenize with the model's recipe (model.recipe)"
+            )
+        space = tokens.space
+        if space.numel() and (space.min() < 0 or space.max() >= c.vocab_size):
+            raise NeurofmError(
+                f"Tokens.space holds ids outside this model's vocabulary of {c.vocab_size} "
+                f"names (got {space.min().item()}..{space.max().item()}): ids come from "
+                "neurofm.channels.eeg_vocabulary() for EEG; use the model's modality"
+            )
+        real = tokens.mask
+        if real.any() and not torch.isfinite(tokens.x[real]).all():
+            raise NeurofmError(
+                "Tokens.x holds NaN or inf in real tokens (mask=True): read with "
+                "on_nan='mask' (Recipe) or set those tokens' mask to False"
+            )
+        lost = real.any(-1) & ~self.space_embed.placeable(space, tokens.pos.to(tokens.x.dtype))
+        if lost.any():
+            b, s = lost.nonzero()[0].tolist()
+            name = tokens.names[b][s] if tokens.names else f"unit {s} (id {space[b, s].item()})"
+            raise NeurofmError(
+                f"{name!r} cannot be placed by this model: it has no learned row for that name "
+                "(an imported LaBraM table holds 128 names) and no coordinate embedding. "
+                "Drop the channel (picks=...) or use a model with coord_frequencies > 0"
+            )
+
+    # ------------------------------------------------------------------ forward
+    def embed(self, tokens: Tokens, hide: torch.Tensor | None = None) -> torch.Tensor:
+        """Input embeddings (B, S, N, dim); ``hide`` (B, S, N) swaps patches for [MASK]."""
+        mask = tokens.mask
+        x = torch.where(mask[..., None], tokens.x, 0.0)
+        h = self.patch_embed(x, None if mask.all() else mask)
+        if hide is not None:
+            h = torch.where(hide[..., None], self.mask_token.to(h.dtype), h)
+        h = h + self.space_embed(tokens.space, tokens.pos.to(h.dtype))[:, :, None]
+        return h + self.time_embed(tokens.t.to(h.dtype), mask.any(1))[:, None]
+
+    def forward(self, tokens: Tokens, hide: torch.Tensor | None = None) -> EncoderOutput:
+        """Encode a batch. ``hide`` (B, S, N) bool: tokens replaced by [MASK] (pretraining)."""
+        self.check_tokens(tokens)
+        B, S, N, _ = tokens.shape
+        mask = tokens.mask
+        h = self.embed(tokens, hide)
+        key = None if mask.all() else mask
+        if self.config.attention == "divided":
+            h = self.drop(h)
+            for blk in self.blocks:
+                h = blk(h, key)
+            return self._pool(h, mask, None)
+        seq = rearrange(h, "b s n d -> b (s n) d")
+        key = None if key is None else rearrange(key, "b s n -> b (s n)")
+        if self.cls_token is not None:
+            seq = torch.cat([self.cls_token.expand(B, -1, -1).to(seq.dtype), seq], dim=1)
+            key = None if key is None else torch.cat([key.new_ones(B, 1), key], dim=1)
+        seq = self.drop(seq)
+        for blk in self.blocks:
+            seq = blk(seq, key)
+        cls = None
+        if self.cls_token is not None:
+            cls, seq = seq[:, 0], seq[:, 1:]
+        return self._pool(rearrange(seq, "b (s n) d -> b s n d", s=S), mask, cls)
+
+    def _pool(self, h, mask, cls) -> EncoderOutput:
+        tokens = self.norm(h)
+        cls = None if cls is None else self.norm(cls)
+        if self.config.pooling == "cls":
+            pooled = cls
+        else:
+            w = mask[..., None].to(h.dtype)
+            pooled = self.norm((h * w).sum((1, 2)) / w.sum((1, 2)).clamp(min=1))
+        return EncoderOutput(tokens=tokens, pooled=pooled, mask=mask, cls=cls)
+
+    # ------------------------------------------------------------------ utilities
+    def resize_time_table(self, rows: int) -> Encoder:
+        """Stretch a LaBraM-style time table to ``rows`` patches (fine-tune afterwards)."""
+        self.time_embed.resize(rows)
+        self.config = self.config.replace(time_rows=rows)
+        return self
+
+    def save_pretrained(self, path, **kwargs):
+        """Write ``config.json`` + ``model.safetensors`` (see :func:`save_model`)."""
+        from .registry import save_model
+
+        return save_model(self, path, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, source, **kwargs) -> Encoder:
+        """A folder, a registered name or ``'hf://owner/repo'`` (see :func:`load_model`)."""
+        from .registry import load_model
+
+        return load_model(source, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs) -> str:
+        from .registry import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
+
+    def load_weights(self, state: dict, source: str = "state dict") -> Encoder:
+        """Copy a state dict in; mismatches are named with the config difference behind them."""
+        from .registry import load_weights
+
+        return load_weights(self, state, source=source)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def flops_per_window(self, n_units: int, n_patches: int) -> float:
+        """Forward FLOPs (multiply-adds x 2) of one window: matmuls, convs and attention."""
+        c, d = self.config, self.config.dim
+        L = n_units * n_patches + (1 if c.cls_token else 0)
+        hidden = int(d * c.mlp_ratio)
+        per_token = 2 * (4 * d * d + 2 * d * hidden)  # qkv + proj + MLP
+        if c.attention == "full":
+            attn = 2 * 2 * L * L * d
+        else:
+            per_token += 2 * 4 * d * d  # the time attention's qkv + proj
+            attn = 2 * 2 * n_units * n_patches * (n_units + n_patches) * d
+        blocks = c.depth * (L * per_token + attn)
+        embed = 0
+        if c.patch_embed == "conv":
+            conv = self.patch_embed
+            T, C = conv_out_len(c.patch_len), conv.conv1.out_channels
+            embed = 2 * T * C * (15 + 2 * 3 * C) * n_units * n_patches
+        return float(blocks + embed)
