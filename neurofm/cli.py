@@ -49,7 +49,41 @@ def plot_tokens(raw, tokens, path: Path, title: str) -> Path:
     return path
 
 
-def _describe(path, out: Path | None, recipe=None) -> int:
+def _encode(tokens, name: str = "eeg-base") -> None:
+    """Run the encoder over the token grid (random weights: neurofm ships none)."""
+    import time
+
+    import torch
+
+    from neurofm.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = model(tokens)
+    seconds = time.perf_counter() - start
+    print(f"encoder {name} ({model.num_params() / 1e6:.1f}M parameters, random init; load "
+          f"weights with neurofm.load_model or neurofm.models.from_labram): "
+          f"tokens {tuple(out.tokens.shape)}, pooled {tuple(out.pooled.shape)} "
+          f"in {seconds:.2f} s ({len(tokens) / seconds:.0f} windows/s)")  # fmt: skip
+
+
+def _models() -> int:
+    import torch
+
+    from neurofm.models import MODELS, create_model
+
+    print(f"{'name':<12} {'modality':<8} {'dim':>4} {'depth':>5} {'heads':>5} {'params':>8}")
+    for name, cfg in MODELS.items():
+        with torch.device("meta"):
+            n = create_model(name).num_params()
+        print(f"{name:<12} {cfg['modality']:<8} {cfg['dim']:>4} {cfg['depth']:>5} "
+              f"{cfg['heads']:>5} {n / 1e6:>7.1f}M")  # fmt: skip
+    return 0
+
+
+def _describe(path, out: Path | None, recipe=None, encode: bool = False) -> int:
     import neurofm
     from neurofm.preprocess import Stream
 
@@ -67,6 +101,8 @@ def _describe(path, out: Path | None, recipe=None) -> int:
     print(f"  first ids {tokens.space[0, :6].tolist()} for {list(tokens.names[0][:6])}")
     print(f"  patch starts (s) of window 1: {tokens.t[1].tolist()}")
     print(f"  amplitude: median |x| {tokens.x.abs().median():.3f} model units")
+    if encode:
+        _encode(tokens)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         png = plot_tokens(
@@ -88,6 +124,8 @@ def main(argv=None) -> int:
     info = sub.add_parser("info", help="channel report and token grid of any recording")
     info.add_argument("path")
     info.add_argument("--out", type=Path, default=None, help="also save a plot here")
+    info.add_argument("--encode", action="store_true", help="also run the eeg-base encoder")
+    sub.add_parser("models", help="the registered model sizes")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -97,8 +135,10 @@ def main(argv=None) -> int:
 
     try:
         if args.command == "demo":
-            return _describe(sample_path(), args.out)
-        return _describe(args.path, args.out)
+            return _describe(sample_path(), args.out, encode=True)
+        if args.command == "models":
+            return _models()
+        return _describe(args.path, args.out, encode=args.encode)
     except NeurofmError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -10,6 +10,13 @@ def test_demo(tmp_path, capsys):
     assert "Tokens(B=12, S=64 units, N=10 patches, P=200 samples" in out
     assert "notch [60.0]" in out and "'Fc5.'->'FC5'" in out
     assert (tmp_path / "S001R03_tokens.png").stat().st_size > 10_000
+    assert "encoder eeg-base (5.8M parameters" in out and "pooled (12, 200)" in out
+
+
+def test_models_lists_the_registry(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "eeg-huge" in out and "369.4M" in out and "fmri-base" in out
 
 
 def test_info_reports_errors_cleanly(tmp_path):
@@ -26,5 +33,6 @@ def test_info_reports_errors_cleanly(tmp_path):
 
 
 def test_import_does_not_need_braindecode():
-    code = "import sys, neurofm; neurofm.tokenize; assert 'braindecode' not in sys.modules"
+    code = ("import sys, neurofm, neurofm.models; neurofm.tokenize; "
+            "assert 'braindecode' not in sys.modules and 'huggingface_hub' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -490,3 +490,17 @@ def test_sample_recording_end_to_end_and_training_step(tiny):
     loss.backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None]
     assert no_grad == []
+
+
+def test_bench_script_runs():
+    """bench/encoder.py --smoke: the script works (no timing is asserted here)."""
+    pytest.importorskip("braindecode")
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "encoder.py"
+    out = subprocess.run([sys.executable, str(script), "--smoke"], capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ratio" in out.stdout and "divided MiB" in out.stdout
