@@ -10,13 +10,13 @@ def test_demo(tmp_path, capsys):
     assert "Tokens(B=12, S=64 units, N=10 patches, P=200 samples" in out
     assert "notch [60.0]" in out and "'Fc5.'->'FC5'" in out
     assert (tmp_path / "S001R03_tokens.png").stat().st_size > 10_000
-    assert "encoder eeg-base (5.8M parameters" in out and "pooled (12, 200)" in out
+    assert "encoder eeg-base (5.9M parameters" in out and "pooled (12, 200)" in out
 
 
 def test_models_lists_the_registry(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    assert "eeg-huge" in out and "369.4M" in out and "fmri-base" in out
+    assert "eeg-huge" in out and "369.6M" in out and "fmri-base" in out
 
 
 def test_info_reports_errors_cleanly(tmp_path):
