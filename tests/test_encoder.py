@@ -504,3 +504,48 @@ def test_bench_script_runs():
                          text=True, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     assert "ratio" in out.stdout and "divided MiB" in out.stdout
+
+
+def test_flash_attn_impl_falls_back_to_sdpa(tiny):
+    """Where flash-attn is absent or cannot apply (CPU, fp32, padding) results equal SDPA."""
+    flash = create_model("eeg-tiny", impl="flash_attn").eval()
+    flash.load_state_dict(tiny.state_dict())
+    batch = collate([make_tokens(CHB[:3]), make_tokens(CHB[:5], seed=1)])
+    with torch.no_grad():
+        torch.testing.assert_close(flash(batch).pooled, tiny(batch).pooled)
+
+
+def test_compile_matches_eager_and_falls_back(monkeypatch, caplog):
+    torch.manual_seed(0)
+    eager = create_model("eeg-tiny", depth=1).eval()
+    tokens = make_tokens(CHB[:3])
+    with torch.no_grad():
+        expected = eager(tokens).pooled
+
+    def broken(fn, **kwargs):
+        def fail(*args, **kw):
+            raise RuntimeError("no C++ compiler")
+
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken)
+    model = create_model("eeg-tiny", depth=1).eval()
+    model.load_state_dict(eager.state_dict())
+    model.compile()
+    with torch.no_grad(), caplog.at_level("WARNING", logger="neurofm"):
+        torch.testing.assert_close(model(tokens).pooled, expected)
+    assert "running eagerly" in caplog.text
+
+
+@pytest.mark.slow
+def test_torch_compile_gives_the_same_features(caplog):
+    torch.manual_seed(0)
+    eager = create_model("eeg-tiny", depth=1).eval()
+    compiled = create_model("eeg-tiny", depth=1).eval()
+    compiled.load_state_dict(eager.state_dict())
+    compiled.compile()
+    tokens = make_tokens(CHB[:3])
+    with torch.no_grad(), caplog.at_level("WARNING", logger="neurofm"):
+        torch.testing.assert_close(compiled(tokens).pooled, eager(tokens).pooled,
+                                   atol=1e-5, rtol=1e-4)  # fmt: skip
+    assert "running eagerly" not in caplog.text  # it really compiled

@@ -4,7 +4,9 @@ One layer, two paths that must agree (``tests/test_attention.py``):
 
 - ``impl="sdpa"``: ``torch.nn.functional.scaled_dot_product_attention``, which picks a
   fused kernel (flash, memory-efficient, or the C++ math kernel on CPU);
-- ``impl="math"``: the explicit ``softmax(q k^T / sqrt(d)) v`` reference.
+- ``impl="math"``: the explicit ``softmax(q k^T / sqrt(d)) v`` reference;
+- ``impl="flash_attn"``: the ``flash-attn`` package's kernel where it is installed and
+  applies (CUDA, fp16/bf16, no padding in the batch); otherwise SDPA, said once in the log.
 
 Masks come from ``Tokens.mask`` flattened to a sequence: True for real tokens. A
 sequence with no real key at all (a fully padded batch item) would make softmax
@@ -27,7 +29,25 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-IMPLS = ("sdpa", "math")
+from ..utils import logger
+
+IMPLS = ("sdpa", "math", "flash_attn")
+_warned: set[str] = set()
+
+
+def _flash_attn_func():
+    """flash-attn's kernel when installed, else None (neurofm never requires it)."""
+    try:
+        from flash_attn import flash_attn_func
+    except ImportError:
+        return None
+    return flash_attn_func
+
+
+def _fallback(reason: str) -> None:
+    if reason not in _warned:
+        _warned.add(reason)
+        logger.info("attention impl 'flash_attn' falls back to SDPA: %s", reason)
 
 
 def _safe_mask(key_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -106,8 +126,25 @@ class Attention(nn.Module):
         pad = (-self.head_dim) % self.pad_to if self.pad_to else 0
         if pad:  # zero channels: same scores, same outputs, kernel-friendly size
             q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-        out = attend(q, k, v, key_mask, impl=self.impl, scale=1.0 / math.sqrt(self.head_dim),
-                     dropout_p=self.attn_drop if self.training else 0.0)  # fmt: skip
-        out = out[..., : self.head_dim]
-        return self.proj_drop(self.proj(rearrange(out, "b h l d -> b l (h d)")))
+        out = self._flash(q, k, v, key_mask) if self.impl == "flash_attn" else None
+        if out is None:
+            q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+            out = attend(q, k, v, key_mask, impl="math" if self.impl == "math" else "sdpa",
+                         scale=1.0 / math.sqrt(self.head_dim),
+                         dropout_p=self.attn_drop if self.training else 0.0).transpose(1, 2)  # fmt: skip
+        out = rearrange(out[..., : self.head_dim], "b l h d -> b l (h d)")
+        return self.proj_drop(self.proj(out))
+
+    def _flash(self, q, k, v, key_mask):
+        """flash-attn on (B, L, H, D), or None when it does not apply here."""
+        func = _flash_attn_func()
+        if func is None:
+            _fallback("the flash-attn package is not installed")
+        elif not q.is_cuda or q.dtype not in (torch.float16, torch.bfloat16):
+            _fallback("it needs CUDA tensors in fp16 or bf16")
+        elif key_mask is not None:
+            _fallback("the batch has padding (flash-attn's dense kernel takes no mask)")
+        else:
+            return func(q, k, v, dropout_p=self.attn_drop if self.training else 0.0,
+                        softmax_scale=1.0 / math.sqrt(self.head_dim))  # fmt: skip
+        return None

@@ -24,7 +24,7 @@ from torch import nn
 from ..channels import eeg_vocabulary
 from ..config import StrictConfig
 from ..tokens import Tokens
-from ..utils import NeurofmError
+from ..utils import NeurofmError, logger
 from .attention import Attention
 from .embeddings import (
     ConvPatchEmbed,
@@ -60,7 +60,7 @@ class EncoderConfig(StrictConfig):
     layer_scale: float | None = Field(0.1, description="initial layer-scale value; None: off")
     norm_eps: float = 1e-6
     attention: Literal["full", "divided"] = "full"
-    impl: Literal["sdpa", "math"] = "sdpa"
+    impl: Literal["sdpa", "math", "flash_attn"] = "sdpa"
     pad_head_dim: int = Field(0, ge=0, description="round head dim up to a multiple (flash)")
     cls_token: bool = True
     pooling: Literal["cls", "mean"] = "mean"
@@ -169,6 +169,27 @@ class Block(nn.Module):
         else:
             x = self._attend(x, key_mask, self.norm1, self.attn, self.gamma_1, None)
         return self._residual(x, self.mlp(self.norm2(x)), self.gamma_2)
+
+
+class _CompiledForward:
+    """A compiled callable that reverts to the eager one when compilation fails."""
+
+    def __init__(self, eager, kwargs):
+        self.eager, self.compiled = eager, None
+        try:
+            self.compiled = torch.compile(eager, **kwargs)
+        except Exception as err:  # e.g. an unknown backend
+            logger.warning("torch.compile unavailable (%s); running eagerly", err)
+
+    def __call__(self, *args, **kwargs):
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as err:  # the first call is where inductor builds kernels
+                logger.warning("torch.compile failed (%s: %s); running eagerly",
+                               type(err).__name__, str(err)[:200])  # fmt: skip
+                self.compiled = None
+        return self.eager(*args, **kwargs)
 
 
 class Encoder(nn.Module):
@@ -348,6 +369,17 @@ class Encoder(nn.Module):
         from .registry import load_weights
 
         return load_weights(self, state, source=source)
+
+    def compile(self, **kwargs) -> Encoder:
+        """Run the transformer blocks through ``torch.compile``, falling back to eager.
+
+        Compilation happens at the first call; if it fails there (no C++ compiler, an
+        unsupported backend) the blocks run eagerly and the reason is logged once.
+        ``kwargs`` go to ``torch.compile`` (``mode=``, ``backend=``, ``dynamic=``).
+        """
+        for blk in self.blocks:
+            blk.forward = _CompiledForward(blk.forward, kwargs)
+        return self
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
