@@ -10,13 +10,14 @@ Public API::
 """
 
 from .channels import ChannelReport, eeg_vocabulary, map_channels
-from .io import read_eeg
+from .io import FMRIRecipe, read_eeg, read_fmri, tokenize_fmri
 from .models import load_model
 from .preprocess import Recipe, preprocess
 from .tokens import Tokens, collate, iter_tokens, tokenize
 
 __version__ = "0.1.0.dev0"
 __all__ = [
+    "FMRIRecipe",
     "ChannelReport",
     "Recipe",
     "Tokens",
@@ -27,5 +28,7 @@ __all__ = [
     "map_channels",
     "preprocess",
     "read_eeg",
+    "read_fmri",
     "tokenize",
+    "tokenize_fmri",
 ]

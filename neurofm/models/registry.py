@@ -53,11 +53,24 @@ def model_config(name: str, **overrides) -> EncoderConfig:
     return EncoderConfig(name=name, **{**MODELS[name], **overrides})
 
 
-def default_recipe(config: EncoderConfig) -> Recipe | None:
-    """The EEG Recipe matching a config's patches (None for fMRI until its Recipe exists)."""
-    if config.modality != "eeg":
-        return None
+def default_recipe(config: EncoderConfig):
+    """The Recipe (EEG) or FMRIRecipe matching a config's patches."""
+    if config.modality == "fmri":
+        from ..io.fmri import FMRIRecipe
+
+        return FMRIRecipe(t_r=config.patch_seconds / config.patch_len, patch_trs=config.patch_len)
     return Recipe(sfreq=config.patch_len / config.patch_seconds, patch_seconds=config.patch_seconds)
+
+
+def recipe_from_dict(data: dict | None):
+    """A checkpoint's recipe, EEG or fMRI by its ``modality`` field."""
+    if not data:
+        return None
+    if data.get("modality") == "fmri":
+        from ..io.fmri import FMRIRecipe
+
+        return FMRIRecipe(**data)
+    return Recipe(**data)
 
 
 def create_model(name: str, *, recipe: Recipe | None = None, **overrides) -> Encoder:
@@ -203,7 +216,7 @@ def load_model(source, *, modality: str | None = None, device=None, cache_dir=No
             f"{weights} does not match the checksum in {CONFIG}: the file is corrupt or a save "
             "was interrupted; save the model again"
         )
-    recipe = Recipe(**config["recipe"]) if config.get("recipe") else None
+    recipe = recipe_from_dict(config.get("recipe"))
     model = Encoder(cfg, recipe=recipe)
     try:
         state = load_file(str(weights))
