@@ -205,6 +205,10 @@ def test_bad_images(tmp_path):
         read_fmri(run, "power2001", t_r=2.0)
     with pytest.raises(NeurofmError, match="needs an atlas|need an atlas"):
         read_fmri(run, t_r=2.0)
+    np.savetxt(tmp_path / "short.csv", np.random.default_rng(0).normal(size=(12, 3)),
+               delimiter=",", header="a,b,c", comments="")  # fmt: skip
+    with pytest.raises(SignalError, match="only 12 TRs.*high_pass=None"):
+        read_fmri(tmp_path / "short.csv", t_r=2.0)
 
 
 def test_empty_parcels_are_masked_and_nans_refused():
@@ -251,3 +255,33 @@ def test_fmri_checkpoint_keeps_its_recipe(tmp_path):
     model = create_model("fmri-tiny", recipe=FMRIRecipe(t_r=2.0, atlas="power2011"))
     loaded = load_model(model.save_pretrained(tmp_path / "fmri"), modality="fmri")
     assert loaded.recipe == model.recipe and isinstance(loaded.recipe, neurofm.FMRIRecipe)
+
+
+def test_maps_atlas_and_resampled_labels(caplog):
+    import nibabel as nib
+    from nilearn import image
+
+    atlas, names = _haxby_labels()
+    lab = np.asarray(atlas.dataobj)
+    maps = nib.Nifti1Image(np.stack([(lab == v).astype(np.float32) for v in (3, 4)], -1),
+                           atlas.affine)  # fmt: skip
+    series = read_fmri(_haxby_run(), maps, labels=["hoc", "vt"])
+    assert series.shape == (121, 2) and list(series.parcel.values) == ["hoc", "vt"]
+    coarse = image.resample_img(atlas, target_affine=atlas.affine[:3, :3] * 1.5,
+                                interpolation="nearest", copy_header=True,
+                                force_resample=True)  # fmt: skip
+    with caplog.at_level("WARNING", logger="neurofm"):
+        resampled = read_fmri(_haxby_run(), coarse, labels=names)
+    assert "another grid" in caplog.text and resampled.shape[0] == 121
+
+
+def test_bench_script_runs():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "fmri.py"
+    out = subprocess.run([sys.executable, str(script), "--trs", "24", "--voxel", "6"],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "power2011 (spheres)" in out.stdout and "cached s" in out.stdout

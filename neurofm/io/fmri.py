@@ -22,6 +22,7 @@ already in the nilearn data folder.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -399,6 +400,21 @@ def robust_scale(x: np.ndarray) -> np.ndarray:
     return (x - median) / np.where(iqr > 0, iqr, 1.0)
 
 
+@contextmanager
+def _filter_length_check(n_trs: int, recipe: FMRIRecipe):
+    """scipy's filtfilt needs more samples than its padding: say so in fMRI terms."""
+    try:
+        yield
+    except ValueError as err:
+        if "padlen" not in str(err):
+            raise
+        raise SignalError(
+            f"the run has only {n_trs} TRs, too few for the temporal filter "
+            f"(high_pass={recipe.high_pass}, low_pass={recipe.low_pass}): use a longer run "
+            "or FMRIRecipe(high_pass=None, low_pass=None)"
+        ) from err
+
+
 def _header_tr(img, t_r):
     if t_r is not None:
         return float(t_r)
@@ -473,7 +489,8 @@ def read_fmri(source, atlas=None, *, t_r: float | None = None, recipe: FMRIRecip
         from nilearn.signal import clean
 
         conf, _ = _confounds(confounds, None)
-        data = clean(data, confounds=conf, **_clean_args(recipe, tr_in))
+        with _filter_length_check(len(data), recipe):
+            data = clean(data, confounds=conf, **_clean_args(recipe, tr_in))
         atlas_name = table_atlas.name if table_atlas else "table"
     else:
         from nilearn import image
@@ -496,13 +513,14 @@ def read_fmri(source, atlas=None, *, t_r: float | None = None, recipe: FMRIRecip
                 "image, or a data-driven parcellation such as 'ward-100'"
             )
         tr_in = _header_tr(img, t_r)
-        _check_finite(img, tr_in)
+        _check_finite(img, tr_in, path, memory)
         recipe = recipe or FMRIRecipe(t_r=tr_in)
         spec = load_atlas(atlas, labels=labels, data_dir=data_dir)
         if spec.kind != "parcellation":
             _check_overlap(img, spec)
         conf, sample_mask = _confounds(confounds, path)
-        data, spec = _extract(img, spec, recipe, tr_in, conf, sample_mask, memory, mask_img)
+        with _filter_length_check(img.shape[3], recipe):
+            data, spec = _extract(img, spec, recipe, tr_in, conf, sample_mask, memory, mask_img)
         names, coords, atlas_name = spec.names, spec.coords, spec.name
     coords = np.full((len(names), 3), np.nan) if coords is None else np.asarray(coords, float)
     empty = np.isnan(data).all(0)
@@ -529,16 +547,39 @@ def read_fmri(source, atlas=None, *, t_r: float | None = None, recipe: FMRIRecip
     )
 
 
-def _check_finite(img, t_r: float, block: int = 64) -> None:
-    """NaN/inf voxels (nilearn would replace them by zeros, silently), volume block by block."""
+def _nonfinite(img, block: int = 64) -> tuple[int, int | None]:
+    """(voxels with NaN/inf, first bad volume), read once (gzip cannot seek)."""
+    data = np.asanyarray(img.dataobj)
     n_bad, first = 0, None
-    for start in range(0, img.shape[3], block):
-        chunk = np.asarray(img.dataobj[..., start : start + block])
-        bad = ~np.isfinite(chunk)
+    for start in range(0, data.shape[3], block):
+        bad = ~np.isfinite(data[..., start : start + block])
         if bad.any():
             n_bad += int(bad.any(-1).sum())
             if first is None:
                 first = start + int(np.argwhere(bad)[0][3])
+    return n_bad, first
+
+
+def _nonfinite_file(path: str, mtime_ns: int, size: int) -> tuple[int, int | None]:
+    import nibabel as nib
+
+    return _nonfinite(nib.load(path))
+
+
+def _check_finite(img, t_r: float, path: Path | None = None, memory=None) -> None:
+    """NaN/inf voxels would be replaced by zeros in nilearn, silently: refuse them.
+
+    With ``memory`` and a file, the answer is cached with the extraction (keyed on the
+    file's path, size and modification time), so a cached second call stays cheap.
+    """
+    if path is not None and memory is not None:
+        from joblib import Memory
+
+        cache = memory if isinstance(memory, Memory) else Memory(str(memory), verbose=0)
+        stat = path.stat()
+        n_bad, first = cache.cache(_nonfinite_file)(str(path), stat.st_mtime_ns, stat.st_size)
+    else:
+        n_bad, first = _nonfinite(img)
     if n_bad:
         raise SignalError(
             f"the image has NaN or inf in {n_bad} voxels, first in volume {first} "
