@@ -28,6 +28,7 @@ lint: $(STAMP)
 bench: $(STAMP)  ## performance figures (see README)
 	$(PY) bench/preprocess.py
 	$(PY) bench/encoder.py
+	$(PY) bench/fmri.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
