@@ -148,6 +148,7 @@ def one_point(args) -> dict:
     """One (attention, seconds) point, run in a fresh process: time and peak RSS."""
     from neurofm.models import create_model
     from neurofm.tokens import Tokens
+    from neurofm.utils import peak_rss_mib
 
     torch.manual_seed(0)
     extra = {"cls_token": False} if args.attention == "divided" else {}
@@ -175,7 +176,7 @@ def one_point(args) -> dict:
     if args.device == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
-        peak = _rss_mib("VmHWM") - base
+        peak = peak_rss_mib() - base
     return {"step_s": seconds, "peak_mib": peak}
 
 

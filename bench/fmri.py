@@ -48,14 +48,9 @@ def make_run(folder: Path, voxel: float, trs: int, t_r: float = 0.72):
     return run, atlas, brain.sum()
 
 
-def peak_rss_mib() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def main(argv=None) -> None:
     from neurofm.io.fmri import read_fmri
+    from neurofm.utils import peak_rss_mib
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--voxel", type=float, default=2.0, help="voxel size (mm)")

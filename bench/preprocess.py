@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -83,10 +82,11 @@ def worker(kind: str, path: str, out: str | None):
     import scipy.signal  # noqa: F401
 
     import neurofm  # noqa: F401
+    from neurofm.utils import peak_rss_mib
 
     mne.io.read_raw_edf(path, verbose="error")
     n, seconds = (run_neurofm if kind == "neurofm" else run_mne)(path, out)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux: KiB)
+    rss = peak_rss_mib()
     print(json.dumps({"windows": n, "seconds": seconds, "peak_rss_mib": rss}))
 
 

@@ -43,3 +43,23 @@ def check_option(name: str, value, allowed) -> None:
             f"invalid {name} {value!r}{did_you_mean(value, allowed)}; "
             f"allowed: {', '.join(map(repr, allowed))}"
         )
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB (Linux VmHWM; ru_maxrss elsewhere).
+
+    ``ru_maxrss`` survives ``exec``, so a child process started from a big parent would
+    report the parent's peak; VmHWM belongs to the process's own address space.
+    """
+    from pathlib import Path
+
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
