@@ -1,0 +1,148 @@
+"""Dataset readers: each walks a corpus's real on-disk layout and yields :class:`Recording`.
+
+::
+
+    for rec in neurofm.io.datasets.read_dataset("chbmit", "/data/chb-mit"):
+        raw = rec.load()                     # mne Raw via read_eeg, events as annotations
+        rec.subject, rec.session, rec.events # seizure onsets/durations in seconds
+
+=============  ==============================================================
+name           layout read
+=============  ==============================================================
+``chbmit``     ``chbNN/chbNN_MM.edf`` + ``chbNN-summary.txt`` (+ WFDB ``.seizures``)
+``tusz``       ``edf/{split}/{subject}/{session}/{montage}/*.edf`` + ``.csv_bi``/``.csv``
+``tuab``       ``edf/{train,eval}/{normal,abnormal}/{montage}/*.edf``
+``tuev``       ``edf/{train,eval}/{subject}/*.edf`` + ``.rec`` event files
+``seed``       SEED ``Preprocessed_EEG/*.mat`` (``djc_eeg1`` ...) + ``label.mat``
+``seed-iv``    ``eeg_raw_data/{1,2,3}/*.mat`` (``cz_eeg1`` ...), labels per session
+``deap``       ``data_preprocessed_matlab/sXX.mat`` (the pickle only on opt-in)
+``dreamer``    ``DREAMER.mat``
+``eegmmidb``   ``SXXX/SXXXRYY.edf`` with EDF+ annotations T0/T1/T2
+``sleep-edf``  ``*-PSG.edf`` + ``*-Hypnogram.edf`` pairs
+``manifest``   a CSV with ``path`` and any of subject, session, label, onset, ...
+=============  ==============================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ...utils import NeurofmError, did_you_mean
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something at a time in a recording (seconds); ``channel`` '' means all channels."""
+
+    onset: float
+    duration: float
+    label: str
+    channel: str = ""
+
+
+@dataclass
+class Recording:
+    """One recording (or one trial) of a corpus, with who, when and what happened.
+
+    A file-backed recording has ``path``; a trial stored inside a container (SEED's and
+    DEAP's ``.mat``) has ``array`` (a loader returning ``(channels, samples)``), ``sfreq``
+    and ``ch_names``. ``units`` is what the numbers are in (``read_eeg``'s ``units=``).
+    """
+
+    dataset: str
+    subject: str
+    session: str = ""
+    path: Path | None = None
+    events: list[Event] = field(default_factory=list)
+    labels: dict = field(default_factory=dict)
+    split: str | None = None
+    array: Callable[[], np.ndarray] | None = None
+    sfreq: float | None = None
+    ch_names: list[str] | None = None
+    units: str | float | None = None
+    reader: dict = field(default_factory=dict)  # extra read_eeg keyword arguments
+    id: str = ""
+
+    def load(self, **kwargs):
+        """The recording as a canonical ``mne.io.Raw`` with its events as annotations."""
+        import mne
+
+        from ..eeg import read_eeg
+
+        options = {**self.reader, **kwargs}
+        replace = options.pop("annotations", "add") == "replace"  # events came from the file
+        if self.units is not None:
+            options.setdefault("units", self.units)
+        if self.array is not None:
+            raw = read_eeg(self.array(), sfreq=self.sfreq, ch_names=self.ch_names, **options)
+        else:
+            raw = read_eeg(self.path, **options)
+        if self.events:
+            annotations = raw.annotations.copy() if not replace else mne.Annotations(
+                [], [], [], orig_time=raw.annotations.orig_time)  # fmt: skip
+            for e in self.events:
+                annotations.append(e.onset, e.duration, e.label,
+                                   ch_names=[[e.channel]] if e.channel in raw.ch_names else None)  # fmt: skip
+            raw.set_annotations(annotations)
+        return raw
+
+    def label_at(self, start: float, stop: float, default: str = "") -> str:
+        """The event label overlapping [start, stop) most, or ``default``."""
+        best, overlap = default, 0.0
+        for e in self.events:
+            o = min(stop, e.onset + e.duration) - max(start, e.onset)
+            if o > overlap:
+                best, overlap = e.label, o
+        return best
+
+
+def _readers() -> dict[str, Callable[..., Iterator[Recording]]]:
+    from . import chbmit, emotion, manifest, physionet, tuh
+
+    return {
+        "chbmit": chbmit.read_chbmit,
+        "tusz": tuh.read_tusz,
+        "tuab": tuh.read_tuab,
+        "tuev": tuh.read_tuev,
+        "seed": emotion.read_seed,
+        "seed-iv": emotion.read_seed_iv,
+        "deap": emotion.read_deap,
+        "dreamer": emotion.read_dreamer,
+        "eegmmidb": physionet.read_eegmmidb,
+        "sleep-edf": physionet.read_sleep_edf,
+        "manifest": manifest.read_manifest,
+    }
+
+
+DATASETS = (
+    "chbmit", "tusz", "tuab", "tuev", "seed", "seed-iv", "deap", "dreamer", "eegmmidb",
+    "sleep-edf", "manifest",
+)  # fmt: skip
+
+
+def read_dataset(name: str, root, **kwargs) -> Iterator[Recording]:
+    """Recordings of dataset ``name`` under ``root`` (a folder, or the manifest CSV)."""
+    readers = _readers()
+    if name not in readers:
+        raise NeurofmError(
+            f"unknown dataset {name!r}{did_you_mean(name, readers)}; known: {', '.join(readers)}"
+        )
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise NeurofmError(f"{root} does not exist: give the folder where {name} was unpacked")
+    return readers[name](root, **kwargs)
+
+
+def require(found: list, root: Path, pattern: str, dataset: str) -> list:
+    if not found:
+        raise NeurofmError(
+            f"no {pattern} under {root}: is this the {dataset} folder? (see data_cards/)"
+        )
+    return found
+
+
+__all__ = ["DATASETS", "Event", "Recording", "read_dataset"]
