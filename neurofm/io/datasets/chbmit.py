@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...utils import logger
+from ...utils import NeurofmError, logger
 from . import Event, Recording, require
 
 _SEIZURE = re.compile(r"Seizure(?:\s+\d+)?\s+(Start|End)\s+Time\s*:\s*([\d.]+)\s*sec", re.I)
@@ -71,9 +71,20 @@ def read_wfdb_annotations(path: Path) -> list[tuple[int, int]]:
     return out
 
 
+SEIZURE_ON, SEIZURE_OFF, NOTE = 32, 33, 22  # CHB-MIT's '[' and ']' codes; NOTE holds text
+
+
 def _wfdb_seizures(path: Path, sfreq: float) -> list[tuple[float, float]]:
-    times = [sample / sfreq for _, sample in read_wfdb_annotations(path)]
-    return [(times[k], times[k + 1]) for k in range(0, len(times) - 1, 2)]
+    """Seizure (start, end) seconds: '[' ... ']' pairs (checked on PhysioNet's chb06_04)."""
+    ann = read_wfdb_annotations(path)
+    starts = [t / sfreq for c, t in ann if c == SEIZURE_ON]
+    ends = [t / sfreq for c, t in ann if c == SEIZURE_OFF]
+    if not starts:  # other writers: consecutive pairs of whatever marks they used
+        times = [t / sfreq for c, t in ann if c not in (0, NOTE)]
+        starts, ends = times[0::2], times[1::2]
+    if len(starts) != len(ends):
+        raise NeurofmError(f"{path.name}: {len(starts)} seizure starts but {len(ends)} ends")
+    return list(zip(starts, ends, strict=True))
 
 
 def read_chbmit(root: Path, *, subjects=None) -> list[Recording]:

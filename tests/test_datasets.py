@@ -1,0 +1,312 @@
+"""Dataset readers on fixtures written in each corpus's real layout (names, keys, syntax)."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import shared
+
+from neurofm.io.datasets import read_dataset
+from neurofm.io.edf import write_edf
+from neurofm.synthetic import eeg
+from neurofm.utils import NeurofmError
+
+CHB_CHANNELS = ("FP1-F7 F7-T7 T7-P7 P7-O1 FP1-F3 F3-C3 C3-P3 P3-O1 FP2-F4 F4-C4 C4-P4 P4-O2 "
+                "FP2-F8 F8-T8 T8-P8 P8-O2 FZ-CZ CZ-PZ P7-T7 T7-FT9 FT9-FT10 FT10-T8 T8-P8").split()  # fmt: skip
+
+
+def _edf(path: Path, names, seconds=20.0, sfreq=256):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_edf(path, eeg(len(names), int(seconds * sfreq), sfreq, line=None), sfreq, names)
+
+
+def _wfdb(path: Path, marks, sfreq=256):
+    """An MIT-format annotation file: SKIP to each sample, then '[' (32) or ']' (33)."""
+    words, t = [], 0
+    for code, seconds in marks:
+        interval = int(seconds * sfreq) - t
+        words += [59 << 10, (interval >> 16) & 0xFFFF, interval & 0xFFFF, code << 10]
+        t += interval
+    path.write_bytes(struct.pack(f"<{len(words) + 1}H", *words, 0))
+
+
+# ---------------------------------------------------------------------- CHB-MIT
+SUMMARY = """Data Sampling Rate: 256 Hz
+*************************
+
+Channels in EDF Files:
+**********************
+{channels}
+
+File Name: chb01_01.edf
+File Start Time: 11:42:54
+File End Time: 12:42:54
+Number of Seizures in File: 0
+
+File Name: chb01_03.edf
+File Start Time: 13:43:04
+File End Time: 14:43:04
+Number of Seizures in File: 1
+Seizure Start Time: 2.5 seconds
+Seizure End Time: 7 seconds
+
+Channels changed:
+*****************
+Channel 1: FP1-F7
+Channel 2: F7-T7
+
+File Name: chb01_04.edf
+File Start Time: 14:43:12
+File End Time: 15:43:12
+Number of Seizures in File: 2
+Seizure 1 Start Time: 1 seconds
+Seizure 1 End Time: 4 seconds
+Seizure 2 Start Time: 12 seconds
+Seizure 2 End Time: 15.5 seconds
+"""
+
+
+def test_chbmit(tmp_path, caplog):
+    root = tmp_path / "chb-mit"
+    channels = "\n".join(f"Channel {i}: {n}" for i, n in enumerate(CHB_CHANNELS, 1))
+    (root / "chb01").mkdir(parents=True)
+    (root / "chb01" / "chb01-summary.txt").write_text(SUMMARY.format(channels=channels))
+    for name in ("chb01_01", "chb01_03"):
+        _edf(root / "chb01" / f"{name}.edf", CHB_CHANNELS)
+    _edf(root / "chb01" / "chb01_04.edf", CHB_CHANNELS[:2])
+    _edf(root / "chb02" / "chb02_16.edf", CHB_CHANNELS)  # not in a summary: .seizures only
+    _wfdb(root / "chb02" / "chb02_16.edf.seizures", [(32, 3.0), (33, 9.25)])
+    recs = {r.id: r for r in read_dataset("chbmit", root)}
+    assert set(recs) == {"chb01_01", "chb01_03", "chb01_04", "chb02_16"}
+    assert recs["chb01_01"].events == []
+    assert [(e.onset, e.duration) for e in recs["chb01_03"].events] == [(2.5, 4.5)]
+    assert [(e.onset, e.onset + e.duration) for e in recs["chb01_04"].events] == [(1, 4), (12, 15.5)]
+    assert [(e.onset, e.onset + e.duration) for e in recs["chb02_16"].events] == [(3.0, 9.25)]
+    assert recs["chb01_04"].labels["montage"] == ("FP1-F7", "F7-T7")  # montage change
+    assert recs["chb01_03"].subject == "chb01" and recs["chb01_03"].session == "03"
+    raw = recs["chb01_03"].load()
+    seizure = [a for a in raw.annotations if a["description"] == "seizure"]
+    assert len(seizure) == 1 and seizure[0]["onset"] == 2.5
+    assert "Fp1-F7" in raw.ch_names
+    _wfdb(root / "chb01" / "chb01_03.edf.seizures", [(32, 2.0), (33, 30.0)])
+    with caplog.at_level("WARNING", logger="neurofm"):
+        again = {r.id: r for r in read_dataset("chbmit", root)}
+    assert "differ" in caplog.text and again["chb01_03"].events[0].onset == 2.5
+
+
+def test_chbmit_real_wfdb_seizures_file():
+    from neurofm.io.datasets.chbmit import _wfdb_seizures
+
+    path = shared("eeg/formats/wfdb/chb06_04.edf.seizures")
+    assert _wfdb_seizures(path, 256.0) == [(327.0, 347.0), (6211.0, 6231.0)]  # PhysioNet's summary
+
+
+# ---------------------------------------------------------------------- TUH
+CSV_HEADER = """# version = csv_v1.0.0
+# bname = {bname}
+# duration = 20.00 secs
+# montage_file = nedc_eas_default_montage.txt
+#
+channel,start_time,stop_time,label,confidence
+"""
+TUH_REF = [f"EEG {n}-LE" for n in "FP1 FP2 F3 F4 C3 C4 P3 P4 O1 O2 F7 F8 T3 T4 T5 T6 FZ CZ PZ".split()]
+
+
+def test_tusz(tmp_path):
+    root = tmp_path / "tusz"
+    base = root / "edf" / "train" / "aaaaaaac" / "s001_2002" / "02_tcp_le"
+    edf = _edf(base / "aaaaaaac_s001_t000.edf", TUH_REF, sfreq=250)
+    bname = edf.stem
+    (base / f"{bname}.csv_bi").write_text(CSV_HEADER.format(bname=bname) + (
+        "TERM,0.0000,3.6868,bckg,1.0000\nTERM,3.6868,13.3055,seiz,1.0000\n"
+        "TERM,13.3055,20.0000,bckg,1.0000\n"))  # fmt: skip
+    (base / f"{bname}.csv").write_text(CSV_HEADER.format(bname=bname) + (
+        "FP1-F7,3.6868,13.3055,cpsz,1.0000\nF7-T3,4.0000,12.0000,cpsz,1.0000\n"))  # fmt: skip
+    _edf(root / "edf" / "dev" / "aaaaaaad" / "s002_2003" / "01_tcp_ar" / "aaaaaaad_s002_t001.edf",
+         TUH_REF, sfreq=250)  # fmt: skip
+    recs = {r.id: r for r in read_dataset("tusz", root)}
+    rec = recs["aaaaaaac_s001_t000"]
+    assert (rec.subject, rec.session, rec.split) == ("aaaaaaac", "s001", "train")
+    assert rec.labels["montage"] == "02_tcp_le" and rec.labels["seizure"]
+    assert [(e.onset, e.label) for e in rec.events] == [(3.6868, "seiz")]
+    assert rec.events[0].duration == pytest.approx(9.6187)
+    other = recs["aaaaaaad_s002_t001"]
+    assert other.split == "dev" and other.events == [] and not other.labels["seizure"]
+    per_channel = {r.id: r for r in read_dataset("tusz", root, per_channel=True)}
+    assert [(e.channel, e.label) for e in per_channel[bname].events] == [("FP1-F7", "cpsz"),
+                                                                          ("F7-T3", "cpsz")]  # fmt: skip
+    raw = rec.load()
+    assert raw.info["sfreq"] == 250 and "Fp1" in raw.ch_names
+
+
+def test_tuab_and_tuev(tmp_path):
+    root = tmp_path / "tuab"
+    _edf(root / "edf" / "train" / "abnormal" / "01_tcp_ar" / "aaaaamye_s001_t000.edf", TUH_REF)
+    _edf(root / "edf" / "eval" / "normal" / "01_tcp_ar" / "aaaaaasf_s003_t002.edf", TUH_REF)
+    recs = {r.id: r for r in read_dataset("tuab", root)}
+    assert recs["aaaaamye_s001_t000"].labels["abnormal"] == 1
+    assert recs["aaaaaasf_s003_t002"].labels["abnormal"] == 0
+    assert recs["aaaaaasf_s003_t002"].split == "eval" and recs["aaaaamye_s001_t000"].split == "train"
+
+    root = tmp_path / "tuev"
+    edf = _edf(root / "edf" / "train" / "aaaaablw" / "aaaaablw_00000001.edf", TUH_REF)
+    edf.with_suffix(".rec").write_text("0,1.0,2.0,6\n14,3.0,4.0,1\n2,5.5,6.5,4\n")
+    rec = next(iter(read_dataset("tuev", root)))
+    assert rec.subject == "aaaaablw"
+    assert [(e.channel, e.onset, e.label) for e in rec.events] == [
+        ("FP1-F7", 1.0, "bckg"), ("FP1-F3", 3.0, "spsw"), ("T3-T5", 5.5, "eyem")]  # fmt: skip
+
+
+# ---------------------------------------------------------------------- affective
+def test_seed_and_seed_iv(tmp_path):
+    from scipy.io import savemat
+
+    from neurofm.io.datasets.emotion import SEED_CHANNELS
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "SEED" / "Preprocessed_EEG"
+    root.mkdir(parents=True)
+    for date in ("20131027", "20131030", "20131107"):
+        savemat(root / f"1_{date}.mat", {f"djc_eeg{k}": rng.normal(0, 20, (62, 600 + k))
+                                         for k in range(1, 16)})  # fmt: skip
+    savemat(root / "label.mat", {"label": np.array([[1, 0, -1, -1, 0, 1, -1, 0, 1, 1, 0, -1, 0, 1, -1]])})
+    recs = list(read_dataset("seed", tmp_path / "SEED"))
+    assert len(recs) == 45
+    first = next(r for r in recs if r.session == "2" and r.labels["trial"] == 3)
+    assert first.labels["emotion"] == "negative" and first.subject == "1"
+    assert first.array().shape == (62, 603)
+    raw = first.load()
+    assert len(raw.ch_names) == 62 and raw.info["sfreq"] == 200
+    assert {"O9", "O10"} <= set(raw.ch_names)  # CB1/CB2 placed at their neighbours
+
+    root = tmp_path / "SEED_IV" / "eeg_raw_data" / "2"
+    root.mkdir(parents=True)
+    savemat(root / "3_20151101.mat", {f"cz_eeg{k}": rng.normal(0, 20, (62, 400)) for k in range(1, 25)})
+    recs = list(read_dataset("seed-iv", tmp_path / "SEED_IV"))
+    assert len(recs) == 24 and recs[0].session == "2"
+    assert [r.labels["emotion"] for r in recs[:3]] == ["fear", "sad", "happy"]
+    assert len(SEED_CHANNELS) == 62
+
+
+def test_deap_and_its_pickle(tmp_path):
+    import pickle
+
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(0)
+    data = rng.normal(0, 10, (3, 40, 128 * 8))
+    labels = np.array([[7.1, 2.0, 5.0, 6.0], [3.0, 8.5, 4.0, 2.0], [5.0, 5.0, 5.0, 5.0]])
+    mat_root = tmp_path / "deap" / "data_preprocessed_matlab"
+    mat_root.mkdir(parents=True)
+    savemat(mat_root / "s01.mat", {"data": data, "labels": labels})
+    recs = list(read_dataset("deap", tmp_path / "deap"))
+    assert len(recs) == 3 and recs[0].labels["high_valence"] == 1
+    assert recs[1].labels["arousal"] == 8.5 and recs[1].labels["high_valence"] == 0
+    assert recs[0].array().shape == (32, 1024)
+    assert recs[0].load().info["sfreq"] == 128
+
+    py_root = tmp_path / "deap_py" / "data_preprocessed_python"
+    py_root.mkdir(parents=True)
+    with open(py_root / "s02.dat", "wb") as fh:
+        pickle.dump({"data": data, "labels": labels}, fh)
+    with pytest.raises(NeurofmError, match="allow_pickle=True"):
+        list(read_dataset("deap", tmp_path / "deap_py"))
+    assert len(list(read_dataset("deap", tmp_path / "deap_py", allow_pickle=True))) == 3
+
+
+def test_dreamer(tmp_path):
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(0)
+    electrodes = "AF3 F7 F3 FC5 T7 P7 O1 O2 P8 T8 FC6 F4 F8 AF4".split()
+
+    def cells(arrays):
+        out = np.empty((len(arrays), 1), dtype=object)
+        for i, a in enumerate(arrays):
+            out[i, 0] = a
+        return out
+
+    subjects = np.empty((1, 2), dtype=object)
+    for s in range(2):
+        subjects[0, s] = {
+            "Age": "22", "Gender": "male",
+            "EEG": {"baseline": cells([4000 + rng.normal(0, 10, (7808, 14)) for _ in range(3)]),
+                    "stimuli": cells([4000 + rng.normal(0, 10, (1280 + 128 * k, 14)) for k in range(3)])},
+            "ScoreValence": np.array([[4], [2], [5]]), "ScoreArousal": np.array([[3], [3], [1]]),
+            "ScoreDominance": np.array([[2], [4], [4]]),
+        }  # fmt: skip
+    savemat(tmp_path / "DREAMER.mat", {"DREAMER": {
+        "Data": subjects, "EEG_SamplingRate": 128, "ECG_SamplingRate": 256,
+        "EEG_Electrodes": np.array(electrodes, dtype=object)}})  # fmt: skip
+    recs = list(read_dataset("dreamer", tmp_path))
+    assert len(recs) == 6 and recs[1].labels["valence"] == 2 and recs[4].subject == "S02"
+    assert recs[2].array().shape == (14, 1536)
+    raw = recs[2].load()
+    assert raw.ch_names[:2] == ["AF3", "F7"] and raw.info["sfreq"] == 128
+
+
+# ---------------------------------------------------------------------- PhysioNet
+def test_eegmmidb(tmp_path):
+    from importlib.resources import files
+
+    (tmp_path / "S001").mkdir()
+    shutil.copy(files("neurofm") / "sample_data" / "S001R03.edf", tmp_path / "S001" / "S001R03.edf")
+    rec = next(iter(read_dataset("eegmmidb", tmp_path)))
+    assert rec.subject == "S001" and rec.labels["run"] == 3
+    labels = {e.label for e in rec.events}
+    assert labels == {"rest", "left_fist", "right_fist"}
+    raw = rec.load()
+    assert set(raw.annotations.description) == labels  # T0/T1/T2 replaced, not duplicated
+
+
+def test_sleep_edf(tmp_path):
+    hyp = shared("eeg/formats/EDF/SC4001EC-Hypnogram.edf")
+    shutil.copy(hyp, tmp_path / hyp.name)
+    _edf(tmp_path / "SC4001E0-PSG.edf", ["EEG Fpz-Cz", "EEG Pz-Oz"], seconds=60, sfreq=100)
+    _edf(tmp_path / "SC4002E0-PSG.edf", ["EEG Fpz-Cz", "EEG Pz-Oz"], seconds=10, sfreq=100)
+    recs = list(read_dataset("sleep-edf", tmp_path))  # SC4002 has no hypnogram: skipped
+    assert len(recs) == 1
+    rec = recs[0]
+    assert (rec.subject, rec.session) == ("SC00", "1")
+    stages = {e.label for e in rec.events}
+    assert {"W", "N1", "N2", "N3", "R"} <= stages and not any(s.startswith("Sleep") for s in stages)
+    assert rec.events[0].onset == 0.0 and rec.events[1].onset == rec.events[0].duration
+
+
+# ---------------------------------------------------------------------- manifest
+def test_manifest(tmp_path):
+    rng = np.random.default_rng(0)
+    _edf(tmp_path / "data" / "a.edf", ["Fp1", "Fp2", "Cz"])
+    np.save(tmp_path / "data" / "b.npy", rng.normal(0, 20e-6, (3, 2560)))
+    np.savetxt(tmp_path / "data" / "c.txt", rng.normal(0, 20e-6, (2560, 2)))  # samples x channels
+    (tmp_path / "manifest.csv").write_text(
+        "path,subject,session,label,onset,duration,split,sfreq,ch_names\n"
+        "data/a.edf,p1,1,patient,,,train,,\n"
+        "data/a.edf,p1,1,seizure,3.5,2.0,train,,\n"
+        "data/b.npy,p2,1,control,,,test,256,Fp1;Fp2;Cz\n"
+        "data/c.txt,p3,,control,,,test,256,C3 C4\n"
+    )
+    recs = {r.id: r for r in read_dataset("manifest", tmp_path / "manifest.csv")}
+    assert recs["a"].labels["label"] == "patient" and recs["a"].events[0].onset == 3.5
+    assert recs["a"].split == "train" and recs["b"].split == "test"
+    assert recs["b"].load().ch_names == ["Fp1", "Fp2", "Cz"]
+    assert recs["c"].array().shape == (2, 2560)
+    (tmp_path / "bad.csv").write_text("path,subjet\ndata/a.edf,p1\n")
+    with pytest.raises(NeurofmError, match="did you mean 'subject'"):
+        read_dataset("manifest", tmp_path / "bad.csv")
+    (tmp_path / "bare.csv").write_text("path\ndata/b.npy\n")
+    with pytest.raises(NeurofmError, match="sfreq and ch_names"):
+        read_dataset("manifest", tmp_path / "bare.csv")
+
+
+def test_unknown_dataset_and_wrong_folders(tmp_path):
+    with pytest.raises(NeurofmError, match="did you mean 'chbmit'"):
+        read_dataset("chb-mit", tmp_path)
+    with pytest.raises(NeurofmError, match="is this the CHB-MIT folder"):
+        list(read_dataset("chbmit", tmp_path))
+    with pytest.raises(NeurofmError, match="does not exist"):
+        read_dataset("tusz", tmp_path / "nope")
