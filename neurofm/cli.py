@@ -69,6 +69,22 @@ def _encode(tokens, name: str = "eeg-base") -> None:
           f"in {seconds:.2f} s ({len(tokens) / seconds:.0f} windows/s)")  # fmt: skip
 
 
+def _preprocess(config_path: Path, workers: int | None) -> int:
+    import json
+
+    from neurofm.data import load_config, preprocess_corpus
+
+    config = load_config(config_path)
+    if workers:
+        config = config.replace(workers=workers)
+    stats = preprocess_corpus(config, progress=sys.stderr.isatty())
+    print(f"{config.dataset}: {stats['recordings']} recordings, {stats['windows']} windows "
+          f"({stats['hours']:g} h), {stats['subjects']} subjects, "
+          f"{len(stats['channels_seen'])} channels, {stats['failures']} failures -> {config.out}")  # fmt: skip
+    print(json.dumps({"window_labels": stats["window_labels"]}))
+    return 0 if stats["recordings"] else 2
+
+
 def _models() -> int:
     import torch
 
@@ -126,6 +142,9 @@ def main(argv=None) -> int:
     info.add_argument("--out", type=Path, default=None, help="also save a plot here")
     info.add_argument("--encode", action="store_true", help="also run the eeg-base encoder")
     sub.add_parser("models", help="the registered model sizes")
+    prep = sub.add_parser("preprocess", help="shard a corpus: reader + Recipe + windows (YAML)")
+    prep.add_argument("config", type=Path, help="e.g. configs/preprocess/chbmit.yaml")
+    prep.add_argument("--workers", type=int, default=None, help="override the config's workers")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -138,6 +157,8 @@ def main(argv=None) -> int:
             return _describe(sample_path(), args.out, encode=True)
         if args.command == "models":
             return _models()
+        if args.command == "preprocess":
+            return _preprocess(args.config, args.workers)
         return _describe(args.path, args.out, encode=args.encode)
     except NeurofmError as err:
         print(f"error: {err}", file=sys.stderr)

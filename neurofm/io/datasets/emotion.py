@@ -11,7 +11,7 @@ Emotiv headset. DEAP's Python release is a pickle and is read only with
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,19 @@ DEAP_CHANNELS = (
 DEAP_RATINGS = ("valence", "arousal", "dominance", "liking")
 # CB1/CB2 (cerebellar) are not 10-05 names: placed at their usual neighbours below O1/O2
 SEED_RENAME = {"CB1": "O9", "CB2": "O10"}
+
+
+def _mat_array(path: str, key: str) -> np.ndarray:
+    return np.asarray(_loadmat(path)[key], dtype=np.float64)
+
+
+def _deap_trial(path: Path, trial: int) -> np.ndarray:
+    return np.asarray(_deap_file(path)[0][trial, :32], dtype=np.float64)
+
+
+def _dreamer_clip(path: str, subject: int, clip: int) -> np.ndarray:
+    data = np.ravel(_loadmat(path)["DREAMER"].Data)[subject]
+    return np.asarray(np.ravel(data.EEG.stimuli)[clip], dtype=np.float64).T
 
 
 @lru_cache(maxsize=2)
@@ -75,7 +88,7 @@ def _seed_like(root: Path, files: list[Path], dataset: str, labels_of, n_trials:
             yield Recording(
                 dataset=dataset, subject=subject, session=str(session),
                 labels={"emotion": labels_of(session, trial), "trial": trial, "date": date},
-                array=(lambda f=f, key=key: np.asarray(_loadmat(str(f))[key], dtype=np.float64)),
+                array=partial(_mat_array, str(f), key),
                 sfreq=200.0, ch_names=list(SEED_CHANNELS), units="uV",
                 reader={"rename": SEED_RENAME}, id=f"{f.stem}_{key}",
             )  # fmt: skip
@@ -136,7 +149,7 @@ def read_deap(root: Path, *, allow_pickle: bool = False, threshold: float = 5.0)
                      high_arousal=int(r["arousal"] > threshold))  # fmt: skip
             yield Recording(
                 dataset="deap", subject=subject, labels=r,
-                array=(lambda f=f, t=trial: np.asarray(_deap_file(f)[0][t, :32], float)),
+                array=partial(_deap_trial, f, trial),
                 sfreq=128.0, ch_names=list(DEAP_CHANNELS), units="uV",
                 events=[Event(0.0, 3.0, "baseline")], id=f"{subject}_trial{trial + 1:02d}",
             )  # fmt: skip
@@ -173,6 +186,6 @@ def read_dreamer(root: Path):
                     "arousal": int(np.ravel(subject.ScoreArousal)[clip]),
                     "dominance": int(np.ravel(subject.ScoreDominance)[clip]),
                     "trial": clip + 1, "age": str(subject.Age), "gender": str(subject.Gender)},
-                array=(lambda x=stimuli[clip]: np.asarray(x, float).T),
+                array=partial(_dreamer_clip, str(files[0]), s - 1, clip),
                 sfreq=sfreq, ch_names=electrodes, units="uV", id=f"S{s:02d}_clip{clip + 1:02d}",
             )  # fmt: skip
