@@ -29,6 +29,7 @@ bench: $(STAMP)  ## performance figures (see README)
 	$(PY) bench/preprocess.py
 	$(PY) bench/encoder.py
 	$(PY) bench/fmri.py
+	$(PY) bench/dataloader.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

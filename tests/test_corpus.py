@@ -185,3 +185,11 @@ def test_config_typos_and_missing_index(tmp_path):
         load_config(cfg)
     with pytest.raises(NeurofmError, match="neurofm preprocess"):
         ShardDataset(tmp_path)
+
+
+def test_dataloader_bench_runs():
+    script = Path(__file__).resolve().parents[1] / "bench" / "dataloader.py"
+    out = subprocess.run([sys.executable, str(script), "--hours", "0.1", "--files", "2"],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ratio shards / EDFs" in out.stdout
