@@ -3,7 +3,7 @@
     python bench/dataloader.py                 # 8 CHB-MIT-like hours (8 files x 1 h)
     python bench/dataloader.py --hours 0.2     # seconds (used by the tests)
 
-Both paths produce the same Tokens batches (64 windows of 23 channels x 10 s at 200 Hz):
+Both paths produce Tokens batches of 64 windows (10 s at 200 Hz, 23 or 18 channels):
 ``ShardDataset`` memory-maps shards written once by ``neurofm preprocess``; the baseline
 runs ``neurofm.iter_tokens`` on every EDF each epoch (read, filter, resample, cut), which
 is what training without a preprocessed corpus costs. Each path runs in its own process
@@ -24,15 +24,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 
 def make_corpus(folder: Path, hours: float, files: int) -> Path:
-    """CHB-MIT layout: files of 23 bipolar channels at 256 Hz with a summary."""
-    from preprocess import make_edf
+    """CHB-MIT layout at 256 Hz with a summary; odd files have 23 channels, even ones 18
+    (a montage change, as inside real CHB-MIT cases), so batches mix two montages."""
+    from preprocess import CHB_MIT, make_edf
 
     root = folder / "chb"
     (root / "chb01").mkdir(parents=True)
     lines = ["Data Sampling Rate: 256 Hz"]
     for f in range(1, files + 1):
         name = f"chb01_{f:02d}.edf"
-        make_edf(root / "chb01" / name, hours / files)
+        make_edf(root / "chb01" / name, hours / files, names=CHB_MIT if f % 2 else CHB_MIT[:18])
         lines += ["", f"File Name: {name}", "Number of Seizures in File: 0"]
     (root / "chb01" / "chb01-summary.txt").write_text("\n".join(lines) + "\n")
     return root
