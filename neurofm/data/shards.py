@@ -34,7 +34,7 @@ from pydantic import Field
 
 from ..config import StrictConfig
 from ..preprocess import Recipe
-from ..utils import NeurofmError, logger
+from ..utils import NeurofmError, atomic_write, logger
 
 SHARDS, INDEX, STATS, FAILURES = "shards", "index.csv", "stats.json", "failures.jsonl"
 PARTIAL = ".partial"
@@ -114,9 +114,7 @@ def safe_id(text: str) -> str:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=1, default=str) + "\n"))
 
 
 def write_shard(rec, recipe: Recipe, out: Path, *, dtype="float16", background="bckg") -> dict:
@@ -245,9 +243,7 @@ def write_index(out: Path, *, failures=(), recipe: Recipe | None = None) -> dict
             for m in metas]  # fmt: skip
     table = pd.DataFrame(rows, columns=["id", "dataset", "subject", "session", "split",
                                         "n_windows", "n_channels", "montage"])  # fmt: skip
-    tmp = Path(out) / (INDEX + ".tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, Path(out) / INDEX)
+    atomic_write(Path(out) / INDEX, lambda p: table.to_csv(p, index=False))
     window_s = recipe.window_seconds if recipe else metas[0]["recipe"]["window_seconds"] if metas else 0
     stride_s = (recipe.stride_seconds or window_s) if recipe else window_s
     channels = Counter(c for m in metas for c in m["channels"])

@@ -10,12 +10,11 @@ pretraining corpus.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
-from ..utils import NeurofmError
+from ..utils import NeurofmError, atomic_write
 from .shards import INDEX
 
 
@@ -54,11 +53,9 @@ def make_splits(root, fractions: dict | None = None, *, seed: int = 0,
     for name, lo, hi in zip(fractions, bounds[:-1], bounds[1:], strict=False):
         for subject in free[int(round(lo)) : int(round(hi))]:
             assigned[subject] = name
-    path = Path(root) / "splits.json"
-    tmp = path.with_name("splits.json.tmp")
-    tmp.write_text(json.dumps({"seed": seed, "fractions": fractions, "subjects": assigned},
-                              indent=1, sort_keys=True))  # fmt: skip
-    os.replace(tmp, path)
+    text = json.dumps({"seed": seed, "fractions": fractions, "subjects": assigned}, indent=1,
+                      sort_keys=True)  # fmt: skip
+    atomic_write(Path(root) / "splits.json", lambda p: p.write_text(text))
     return assigned
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
@@ -107,15 +106,16 @@ class Atlas:
 
 
 def _centroids_of_labels(img, values) -> np.ndarray:
-    data = np.asarray(img.dataobj)
-    ijk = np.indices(data.shape).reshape(3, -1).T
-    flat = data.reshape(-1)
-    out = np.full((len(values), 3), np.nan)
-    for i, v in enumerate(values):
-        sel = ijk[flat == v]
-        if len(sel):
-            out[i] = (img.affine @ np.c_[sel.mean(0)[None], [[1.0]]].T)[:3, 0]
-    return out
+    """Mean voxel position (MNI mm) per label value, in one pass over the image."""
+    data = np.asarray(img.dataobj).reshape(-1)
+    index = np.searchsorted(values, data)  # values are sorted (np.unique)
+    inside = (index < len(values)) & (data == np.asarray(values)[np.minimum(index, len(values) - 1)])
+    ijk = np.indices(img.shape[:3]).reshape(3, -1)[:, inside]
+    counts = np.bincount(index[inside], minlength=len(values)).astype(float)
+    sums = np.stack([np.bincount(index[inside], weights=a, minlength=len(values)) for a in ijk], 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = sums / counts[:, None]  # NaN for a label with no voxel
+    return (img.affine @ np.c_[mean, np.ones(len(values))].T)[:3].T
 
 
 def _centroids_of_maps(img) -> np.ndarray:
@@ -384,8 +384,10 @@ def _resample(x: np.ndarray, t_r_in: float, t_r_out: float) -> np.ndarray:
         return x
     from scipy.signal import resample_poly
 
-    ratio = Fraction(t_r_in / t_r_out).limit_denominator(200)
-    return resample_poly(x, ratio.numerator, ratio.denominator, axis=0, padtype="line")
+    from ..preprocess import resample_ratio
+
+    up, down = resample_ratio(1.0 / t_r_in, 1.0 / t_r_out)  # sampling rates are 1 / TR
+    return resample_poly(x, up, down, axis=0, padtype="line")
 
 
 def robust_scale(x: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from ..preprocess import Recipe
-from ..utils import NeurofmError, did_you_mean, logger
+from ..utils import NeurofmError, atomic_write, did_you_mean, logger
 from .encoder import Encoder, EncoderConfig
 
 FORMAT = "neurofm.encoder"
@@ -91,12 +91,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".part")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_model(model: Encoder, path, *, extra: dict | None = None) -> Path:
     """Write ``config.json`` + ``model.safetensors`` into folder ``path`` (atomically).
 
@@ -111,7 +105,7 @@ def save_model(model: Encoder, path, *, extra: dict | None = None) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "config": model.config.model_dump_json()}
-    _atomic_write(path / WEIGHTS, lambda p: save_file(state, str(p), metadata=meta))
+    atomic_write(path / WEIGHTS, lambda p: save_file(state, str(p), metadata=meta))
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -121,7 +115,7 @@ def save_model(model: Encoder, path, *, extra: dict | None = None) -> Path:
         "weights_sha256": _sha256(path / WEIGHTS),
         **(extra or {}),
     }
-    _atomic_write(path / CONFIG, lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))
+    atomic_write(path / CONFIG, lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))
     return path
 
 

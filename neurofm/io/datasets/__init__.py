@@ -25,7 +25,7 @@ name           layout read
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,41 +100,36 @@ class Recording:
         return best
 
 
-def _readers() -> dict[str, Callable[..., Iterator[Recording]]]:
-    from . import chbmit, emotion, manifest, physionet, tuh
-
-    return {
-        "chbmit": chbmit.read_chbmit,
-        "tusz": tuh.read_tusz,
-        "tuab": tuh.read_tuab,
-        "tuev": tuh.read_tuev,
-        "seed": emotion.read_seed,
-        "seed-iv": emotion.read_seed_iv,
-        "deap": emotion.read_deap,
-        "dreamer": emotion.read_dreamer,
-        "eegmmidb": physionet.read_eegmmidb,
-        "sleep-edf": physionet.read_sleep_edf,
-        "manifest": manifest.read_manifest,
-    }
-
-
-DATASETS = (
-    "chbmit", "tusz", "tuab", "tuev", "seed", "seed-iv", "deap", "dreamer", "eegmmidb",
-    "sleep-edf", "manifest",
-)  # fmt: skip
+#: dataset name -> "module:function" of its reader (modules load on first use)
+READERS = {
+    "chbmit": "chbmit:read_chbmit",
+    "tusz": "tuh:read_tusz",
+    "tuab": "tuh:read_tuab",
+    "tuev": "tuh:read_tuev",
+    "seed": "emotion:read_seed",
+    "seed-iv": "emotion:read_seed_iv",
+    "deap": "emotion:read_deap",
+    "dreamer": "emotion:read_dreamer",
+    "eegmmidb": "physionet:read_eegmmidb",
+    "sleep-edf": "physionet:read_sleep_edf",
+    "manifest": "manifest:read_manifest",
+}
+DATASETS = tuple(READERS)
 
 
-def read_dataset(name: str, root, **kwargs) -> Iterator[Recording]:
+def read_dataset(name: str, root, **kwargs) -> Iterable[Recording]:
     """Recordings of dataset ``name`` under ``root`` (a folder, or the manifest CSV)."""
-    readers = _readers()
-    if name not in readers:
+    import importlib
+
+    if name not in READERS:
         raise NeurofmError(
-            f"unknown dataset {name!r}{did_you_mean(name, readers)}; known: {', '.join(readers)}"
+            f"unknown dataset {name!r}{did_you_mean(name, READERS)}; known: {', '.join(READERS)}"
         )
     root = Path(root).expanduser()
     if not root.exists():
         raise NeurofmError(f"{root} does not exist: give the folder where {name} was unpacked")
-    return readers[name](root, **kwargs)
+    module, function = READERS[name].split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), function)(root, **kwargs)
 
 
 def require(found: list, root: Path, pattern: str, dataset: str) -> list:

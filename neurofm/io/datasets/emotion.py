@@ -64,8 +64,15 @@ def _loadmat(path: str) -> dict:
         raise NeurofmError(f"{path} is not a readable MATLAB file ({err})") from err
 
 
-def _trial_keys(mat: dict) -> list[str]:
-    keys = [k for k in mat if re.match(r"^[A-Za-z]+_eeg\d+$", k)]
+def _trial_keys(path: Path) -> list[str]:
+    """Trial variables of a SEED ``.mat``, listed without loading the arrays."""
+    from scipy.io import whosmat
+
+    try:
+        names = [name for name, _, _ in whosmat(str(path))]
+    except Exception as err:
+        raise NeurofmError(f"{path} is not a readable MATLAB file ({err})") from err
+    keys = [k for k in names if re.match(r"^[A-Za-z]+_eeg\d+$", k)]
     return sorted(keys, key=lambda k: int(re.search(r"(\d+)$", k).group(1)))
 
 
@@ -76,8 +83,7 @@ def _seed_like(root: Path, files: list[Path], dataset: str, labels_of, n_trials:
     for f in files:
         subject, date = f.stem.split("_", 1)
         session = _session_of(f, by_subject[subject])
-        mat = _loadmat(str(f))
-        keys = _trial_keys(mat)
+        keys = _trial_keys(f)
         if len(keys) != n_trials:
             raise NeurofmError(
                 f"{f.name} holds {len(keys)} trials ({keys[:3]}...), {dataset} sessions hold "
@@ -142,8 +148,8 @@ def read_deap(root: Path, *, allow_pickle: bool = False, threshold: float = 5.0)
     files = require(mats or dats, root, "sXX.mat files", "DEAP")
     for f in files:
         subject = f.stem
-        data, ratings = _deap_file(f)
-        for trial in range(data.shape[0]):
+        ratings = _deap_ratings(f)
+        for trial in range(len(ratings)):
             r = dict(zip(DEAP_RATINGS, map(float, ratings[trial]), strict=True))
             r.update(trial=trial + 1, high_valence=int(r["valence"] > threshold),
                      high_arousal=int(r["arousal"] > threshold))  # fmt: skip
@@ -153,6 +159,15 @@ def read_deap(root: Path, *, allow_pickle: bool = False, threshold: float = 5.0)
                 sfreq=128.0, ch_names=list(DEAP_CHANNELS), units="uV",
                 events=[Event(0.0, 3.0, "baseline")], id=f"{subject}_trial{trial + 1:02d}",
             )  # fmt: skip
+
+
+def _deap_ratings(path: Path) -> np.ndarray:
+    """(trials, 4) ratings; from a ``.mat`` without loading the signals."""
+    if path.suffix == ".dat":
+        return _deap_file(path)[1]
+    from scipy.io import loadmat
+
+    return np.atleast_2d(loadmat(str(path), variable_names=["labels"])["labels"])
 
 
 @lru_cache(maxsize=2)
