@@ -58,7 +58,7 @@ _EAR = {"A1", "A2", "M1", "M2"}
 # Channel types recognised from the name when the reader says 'eeg' for everything (EDF).
 _TYPE_PATTERNS = (
     ("ecg", r"E[CK]G"),
-    ("eog", r"EOG|[HV]EOG|LOC|ROC"),
+    ("eog", r"EOG|[HV]EOG|[HV]EO[LRUD]?|LOC|ROC"),  # Neuroscan: VEO, HEO, VEOU, HEOL
     ("emg", r"EMG|CHIN|LEG"),
     ("stim", r"STATUS|TRIGGER|STI\d*|EVENTS?|MARKERS?|ANNOTATIONS?|EDF ANNOTATIONS"),
     (

@@ -150,6 +150,12 @@ def test_aliases(raw_name, canonical):
     assert map_channels([raw_name]).kept[0].name == canonical
 
 
+@pytest.mark.parametrize("name", ["VEO", "HEO", "VEOU", "HEOL", "HEOG", "EOG L", "LOC"])
+def test_eog_names_of_every_vendor(name):
+    """Neuroscan writes VEO/HEO (SEED-V), others HEOG or 'EOG L': all EOG, never EEG."""
+    assert map_channels(["Cz", name]).dropped == {name: "eog channel (add 'eog' to include)"}
+
+
 def test_unknown_and_biosemi_report():
     report = map_channels([f"{c}{i}" for c in "ABCD" for i in range(1, 33)])
     assert len(report.unknown) == 128 and "biosemi" in report.hint.lower()

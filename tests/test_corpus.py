@@ -193,3 +193,13 @@ def test_dataloader_bench_runs():
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     assert "ratio shards / EDFs" in out.stdout
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs" / "preprocess").glob("*.yaml")),
+                         ids=lambda p: p.name)  # fmt: skip
+def test_shipped_configs_are_valid(path):
+    """Every example config parses, names a known dataset and builds its Recipe."""
+    from neurofm.io.datasets import DATASETS
+
+    config = load_config(path)
+    assert config.dataset in DATASETS and config.recipe.window_len > 0

@@ -181,7 +181,7 @@ def test_seed_and_seed_iv(tmp_path):
     assert first.array().shape == (62, 603)
     raw = first.load()
     assert len(raw.ch_names) == 62 and raw.info["sfreq"] == 200
-    assert {"O9", "O10"} <= set(raw.ch_names)  # CB1/CB2 placed at their neighbours
+    _check_cerebellar(raw)
 
     root = tmp_path / "SEED_IV" / "eeg_raw_data" / "2"
     root.mkdir(parents=True)
@@ -190,6 +190,73 @@ def test_seed_and_seed_iv(tmp_path):
     assert len(recs) == 24 and recs[0].session == "2"
     assert [r.labels["emotion"] for r in recs[:3]] == ["fear", "sad", "happy"]
     assert len(SEED_CHANNELS) == 62
+
+
+def _check_cerebellar(raw):
+    """CB1/CB2 keep the unknown id (no row borrowed) and sit at I1/I2's template positions."""
+    from neurofm.channels import UNK, positions
+    from neurofm.preprocess import Recipe
+    from neurofm.tokens import tokenize
+
+    tokens = tokenize(raw.copy().crop(0, 2.9), Recipe(window_seconds=2.0))
+    names = tokens.names[0]
+    for cb, near in (("CB1", "I1"), ("CB2", "I2")):
+        i = names.index(cb)
+        assert int(tokens.space[0, i]) == UNK
+        np.testing.assert_allclose(tokens.pos[0, i].numpy(), positions([near])[0], atol=0.01)
+    assert np.isfinite(tokens.pos.numpy()).all()
+
+
+def test_seed_v_raw_cnt(tmp_path, caplog):
+    """SEED-V's EEG_raw/{subject}_{session}_{date}.cnt (Neuroscan), 62 EEG + M1 M2 VEO HEO.
+
+    A value planted on Cz during each clip (100 uV x clip number) must sit exactly inside
+    that clip's event after reading: the ReadMe's seconds land on the right samples.
+    """
+    from neuroscan import write_cnt
+
+    from neurofm.io.datasets.emotion import SEED_CHANNELS, SEED_V_SESSIONS
+
+    sfreq = 10  # the real files are 1000 Hz; the layout and times are what is tested
+    names = SEED_CHANNELS[:32] + ["M1"] + SEED_CHANNELS[32:41] + ["M2"] + SEED_CHANNELS[41:] + ["VEO", "HEO"]
+    x = eeg(len(names), 3370 * sfreq, sfreq, line=None)
+    cz = names.index("CZ")
+    starts, ends, _ = SEED_V_SESSIONS[1]
+    x[cz] = np.random.default_rng(0).normal(0, 2e-6, x.shape[1])
+    for k, (a, b) in enumerate(zip(starts, ends, strict=True), 1):
+        x[cz, a * sfreq : b * sfreq] += k * 100e-6
+    root = tmp_path / "SEED-V" / "EEG_raw"
+    write_cnt(root / "1_1_20180804.cnt", x, sfreq, names, dtype="int16")
+    write_cnt(root / "12_3_20180517.cnt", x[:, : 3100 * sfreq], sfreq, names, dtype="int16")
+    (root / "notes.cnt").write_bytes(b"not a session")  # not {subject}_{session}_{date}: ignored
+
+    recs = {r.id: r for r in read_dataset("seed-v", tmp_path / "SEED-V")}
+    assert set(recs) == {"1_1_20180804", "12_3_20180517"}
+    s1, s3 = recs["1_1_20180804"], recs["12_3_20180517"]
+    assert (s1.subject, s1.session, s3.subject, s3.session) == ("1", "1", "12", "3")
+    assert [e.label for e in s1.events[:5]] == ["happy", "fear", "neutral", "sad", "disgust"]
+    assert [(e.onset, e.duration) for e in s3.events[:2]] == [(30.0, 291.0), (353.0, 65.0)]
+    assert s1.label_at(40, 50) == "happy" and s1.label_at(110, 120, "rest") == "rest"
+
+    assert next(iter(read_dataset("seed-v", root, data_format="int16"))).reader["data_format"] == "int16"
+    raw = s1.load(preload=True)
+    # 62 EEG + the mastoids; Neuroscan's VEO/HEO are recognised as EOG and dropped
+    assert len(raw.ch_names) == 64 and {"M1", "M2", "CB1", "CB2"} <= set(raw.ch_names)
+    assert set(raw.get_channel_types()) == {"eeg"}
+    data = raw.get_data(picks="Cz")[0]
+    for k, a in enumerate(raw.annotations, 1):
+        i0, i1 = round(a["onset"] * sfreq), round((a["onset"] + a["duration"]) * sfreq)
+        inside, before = data[i0:i1].mean(), data[i0 - 5 : i0].mean()
+        assert abs(inside - k * 100e-6) < 10e-6 and abs(before) < 10e-6, (k, inside, before)
+        assert abs(data[i1:i1 + 5].mean()) < 10e-6  # fmt: skip
+    _check_cerebellar(raw)
+    with caplog.at_level("WARNING", logger="neurofm"):
+        s3.load()  # session 3's last clip ends at 3066 s: inside this 3100 s file
+        assert "end after the recording" not in caplog.text
+        recs = list(read_dataset("seed-v", tmp_path / "SEED-V"))
+        write_cnt(root / "12_3_20180517.cnt", x[:, : 2900 * sfreq], sfreq, names, dtype="int16")
+        next(r for r in recs if r.subject == "12").load()
+    assert "1 of 15 events end after the recording (2900.0 s), first disgust at 2888.0 s" in caplog.text
 
 
 def test_deap_and_its_pickle(tmp_path):

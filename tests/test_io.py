@@ -153,6 +153,24 @@ def test_all_unknown_names(sine):
     assert raw.ch_names == ["Fp1", "Fp2", "ch3"]
 
 
+def test_positions_for_a_caps_own_electrodes(sine, caplog):
+    """Names outside 10-05 keep the UNK id and are placed where the caller says."""
+    from neurofm.channels import positions
+
+    names = ["Cz", "CB1", "CB2"]
+    with caplog.at_level("WARNING", logger="neurofm"):
+        raw = neurofm.read_eeg(sine(10, 200, 20, 3), sfreq=200, ch_names=names,
+                               positions={"CB1": "I1", "CB2": (10.0, -20.0, 30.0)})  # fmt: skip
+    assert "unknown" not in caplog.text  # placed on purpose: nothing to warn about
+    tokens = neurofm.tokenize(raw, neurofm.Recipe(window_seconds=10))
+    np.testing.assert_allclose(tokens.pos[0, 1:].numpy(), [positions(["I1"])[0], [10, -20, 30]],
+                               atol=0.01)  # fmt: skip
+    assert tokens.space[0, 1:].tolist() == [1, 1]  # UNK: no learned row borrowed
+    for bad, match in (({"CB1": "Q9"}, "not a 10-05 electrode"), ({"CB1": (1, 2)}, r"\(x, y, z\)")):
+        with pytest.raises(ChannelError, match=match):
+            neurofm.read_eeg(sine(10, 200, 20, 3), sfreq=200, ch_names=names, positions=bad)
+
+
 def test_truncated_edf_warns_and_keeps_what_is_there(write_edf):
     path = write_edf(["Fp1", "Fp2", "C3", "C4"], seconds=60)
     blob = path.read_bytes()

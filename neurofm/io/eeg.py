@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..channels import EEG_TYPES, ChannelReport, map_channels, positions
+from ..channels import EEG_TYPES, ChannelReport, map_channels
+from ..channels import positions as template_positions
 from ..utils import ChannelError, EEGReadError, UnitsError, check_option, did_you_mean, logger
 
 # format name -> (MNE reader, extensions)
@@ -243,8 +244,9 @@ def template_head_t():
     }
 
 
-def _set_positions(raw, report: ChannelReport, montage):
-    """Template positions for known names; file positions kept for unknown ones."""
+def _set_positions(raw, report: ChannelReport, montage, extra: dict | None = None):
+    """Template positions for known names, then ``extra`` (MNI mm or a vocabulary name)
+    for names outside the vocabulary; file positions kept for the remaining unknown ones."""
     import mne
 
     if montage is not None:
@@ -254,7 +256,11 @@ def _set_positions(raw, report: ChannelReport, montage):
         return
     mri_head, fid = template_head_t()
     known = [c.name if c.kind in ("electrode", "bipolar") else "" for c in report.kept]
-    mni = positions(known) / 1000.0  # template positions for known names only
+    mni = template_positions(known) / 1000.0  # template positions for known names only
+    for i, c in enumerate(report.kept):
+        where = (extra or {}).get(c.name, (extra or {}).get(c.original))
+        if where is not None and c.kind not in ("electrode", "bipolar"):
+            mni[i] = _extra_position(c.name, where) / 1000.0
     ch_pos = {}
     for i, ch in enumerate(raw.info["chs"]):
         if np.all(np.isfinite(mni[i])):
@@ -269,6 +275,20 @@ def _set_positions(raw, report: ChannelReport, montage):
     raw.set_montage(dig, on_missing="ignore", verbose="error")
 
 
+def _extra_position(name: str, where) -> np.ndarray:
+    if isinstance(where, str):
+        xyz = template_positions([where])[0]
+        if not np.all(np.isfinite(xyz)):
+            raise ChannelError(f"positions={{{name!r}: {where!r}}}: {where!r} is not a 10-05 "
+                               "electrode; give one, or (x, y, z) in MNI mm")  # fmt: skip
+        return xyz
+    xyz = np.asarray(where, dtype=float)
+    if xyz.shape != (3,) or not np.all(np.isfinite(xyz)):
+        raise ChannelError(f"positions[{name!r}] must be (x, y, z) in MNI mm or an electrode "
+                           f"name, got {where!r}")  # fmt: skip
+    return xyz
+
+
 def read_eeg(
     source,
     *,
@@ -280,6 +300,7 @@ def read_eeg(
     include=EEG_TYPES,
     rename: dict | None = None,
     montage=None,
+    positions: dict | None = None,
     check_units: bool = True,
     preload: bool = False,
     return_report: bool = False,
@@ -308,6 +329,11 @@ def read_eeg(
         Names no rule can know (``{'EEG 000': 'Fp1'}``), applied before the aliases.
     montage : str | mne.channels.DigMontage | None
         Positions for channels whose names are not 10-05 names (``'biosemi128'``).
+    positions : dict | None
+        Where a cap's own electrodes sit, for names outside the vocabulary:
+        ``{'CB1': 'I1'}`` (at that 10-05 electrode's template position) or
+        ``{'CB1': (x, y, z)}`` in MNI mm. They keep the unknown-name id (no learned
+        row is borrowed); the model places them by these coordinates.
     check_units : bool
         Refuse amplitudes that say the units are wrong (see ``units``).
     preload : bool
@@ -340,7 +366,7 @@ def read_eeg(
     types = {c.name: c.type for c in keep}
     if any(t != "eeg" for t in types.values()):
         raw.set_channel_types(types, on_unit_change="ignore", verbose="error")
-    _set_positions(raw, report, montage)
+    _set_positions(raw, report, montage, positions)
 
     # names that look like vocabulary names but are not (a BioSemi 'A1'): kept with the Raw
     raw.info["temp"] = {**(raw.info.get("temp") or {}), UNKNOWN_KEY: report.unknown_names}
@@ -352,10 +378,10 @@ def read_eeg(
             f"bipolar pair of them (e.g. {eeg[:4]}), and the file has no positions, so the "
             f"model cannot place them.\n{report}"
         )
-    if report.unknown:
-        logger.warning(
-            "%s: %d channel names are unknown: %s", label, len(report.unknown), report.unknown[:8]
-        )
+    unplaced = [c.original for c in report.channels if c.status == "unknown"
+                and c.original not in (positions or {}) and c.name not in (positions or {})]  # fmt: skip
+    if unplaced:
+        logger.warning("%s: %d channel names are unknown: %s", label, len(unplaced), unplaced[:8])
     if units is not None:
         factor = UNITS.get(units) if isinstance(units, str) else float(units)
         if factor is None:

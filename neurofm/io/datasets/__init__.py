@@ -15,6 +15,7 @@ name           layout read
 ``tuev``       ``edf/{train,eval}/{subject}/*.edf`` + ``.rec`` event files
 ``seed``       SEED ``Preprocessed_EEG/*.mat`` (``djc_eeg1`` ...) + ``label.mat``
 ``seed-iv``    ``eeg_raw_data/{1,2,3}/*.mat`` (``cz_eeg1`` ...), labels per session
+``seed-v``     ``EEG_raw/{subject}_{session}_{date}.cnt`` (Neuroscan), clips as events
 ``deap``       ``data_preprocessed_matlab/sXX.mat`` (the pickle only on opt-in)
 ``dreamer``    ``DREAMER.mat``
 ``eegmmidb``   ``SXXX/SXXXRYY.edf`` with EDF+ annotations T0/T1/T2
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...utils import NeurofmError, did_you_mean
+from ...utils import NeurofmError, did_you_mean, logger
 
 
 @dataclass(frozen=True)
@@ -82,12 +83,21 @@ class Recording:
         else:
             raw = read_eeg(self.path, **options)
         if self.events:
+            end = raw.times[-1] + 1 / raw.info["sfreq"]
+            late = [e for e in self.events if e.onset + e.duration > end + 1e-6]
+            if late:
+                logger.warning(
+                    "%s: %d of %d events end after the recording (%.1f s), first %s at %.1f s: "
+                    "is the file truncated, or the annotation from another file?",
+                    self.id or self.path, len(late), len(self.events), end, late[0].label,
+                    late[0].onset,
+                )  # fmt: skip
             annotations = raw.annotations.copy() if not replace else mne.Annotations(
                 [], [], [], orig_time=raw.annotations.orig_time)  # fmt: skip
             for e in self.events:
                 annotations.append(e.onset, e.duration, e.label,
                                    ch_names=[[e.channel]] if e.channel in raw.ch_names else None)  # fmt: skip
-            raw.set_annotations(annotations)
+            raw.set_annotations(annotations, verbose="error")  # overruns warned above
         return raw
 
     def label_at(self, start: float, stop: float, default: str = "") -> str:
@@ -108,6 +118,7 @@ READERS = {
     "tuev": "tuh:read_tuev",
     "seed": "emotion:read_seed",
     "seed-iv": "emotion:read_seed_iv",
+    "seed-v": "emotion:read_seed_v",
     "deap": "emotion:read_deap",
     "dreamer": "emotion:read_dreamer",
     "eegmmidb": "physionet:read_eegmmidb",

@@ -1,8 +1,10 @@
-"""Affective EEG: SEED, SEED-IV (BCMI, SJTU), DEAP (QMUL) and DREAMER.
+"""Affective EEG: SEED, SEED-IV, SEED-V (BCMI, SJTU), DEAP (QMUL) and DREAMER.
 
-Each yields one :class:`Recording` per trial (film clip or video), loaded lazily from
-the container file: SEED's ``.mat`` holds a session's 15 (SEED) or 24 (SEED-IV) trials
-under keys ``<initials>_eeg1`` ...; DEAP's ``sXX.mat`` holds 40 trials of 40 channels
+SEED-V ships raw sessions (Neuroscan ``.cnt``, 1000 Hz): one :class:`Recording` per
+session, its 15 film clips as events at the ReadMe's start/end seconds. The others yield
+one :class:`Recording` per trial (film clip or video), loaded lazily from the container
+file: SEED's ``.mat`` holds a session's 15 (SEED) or 24 (SEED-IV) trials under keys
+``<initials>_eeg1`` ...; DEAP's ``sXX.mat`` holds 40 trials of 40 channels
 (32 EEG first) at 128 Hz; ``DREAMER.mat`` holds 23 subjects x 18 clips from a 14-channel
 Emotiv headset. DEAP's Python release is a pickle and is read only with
 ``allow_pickle=True``.
@@ -32,13 +34,28 @@ SEED_IV_SESSION_LABELS = {
     3: [1, 2, 2, 1, 3, 3, 3, 1, 1, 2, 1, 0, 2, 3, 3, 0, 2, 3, 0, 0, 2, 0, 1, 0],
 }
 SEED_IV_NAMES = {0: "neutral", 1: "sad", 2: "fear", 3: "happy"}
+#: SEED-V's ReadMe: per session, the clips' (start, end) seconds in the raw .cnt and their
+#: emotions (0 disgust, 1 fear, 2 sad, 3 neutral, 4 happy); sessions 2 and 3 share an order
+SEED_V_SESSIONS = {
+    1: ([30, 132, 287, 555, 773, 982, 1271, 1628, 1730, 2025, 2227, 2435, 2667, 2932, 3204],
+        [102, 228, 524, 742, 920, 1240, 1568, 1697, 1994, 2166, 2401, 2607, 2901, 3172, 3359],
+        [4, 1, 3, 2, 0, 4, 1, 3, 2, 0, 4, 1, 3, 2, 0]),
+    2: ([30, 299, 548, 646, 836, 1000, 1091, 1392, 1657, 1809, 1966, 2186, 2333, 2490, 2741],
+        [267, 488, 614, 773, 967, 1059, 1331, 1622, 1777, 1908, 2153, 2302, 2428, 2709, 2817],
+        [2, 1, 3, 0, 4, 4, 0, 3, 2, 1, 3, 4, 1, 2, 0]),
+    3: ([30, 353, 478, 674, 825, 908, 1200, 1346, 1451, 1711, 2055, 2307, 2457, 2726, 2888],
+        [321, 418, 643, 764, 877, 1147, 1284, 1418, 1679, 1996, 2275, 2425, 2664, 2857, 3066],
+        [2, 1, 3, 0, 4, 4, 0, 3, 2, 1, 3, 4, 1, 2, 0]),
+}  # fmt: skip
+SEED_V_NAMES = {0: "disgust", 1: "fear", 2: "sad", 3: "neutral", 4: "happy"}
 DEAP_CHANNELS = (
     "Fp1 AF3 F3 F7 FC5 FC1 C3 T7 CP5 CP1 P3 P7 PO3 O1 Oz Pz Fp2 AF4 Fz F4 F8 FC6 FC2 Cz C4 T8 "
     "CP6 CP2 P4 P8 PO4 O2"
 ).split()
 DEAP_RATINGS = ("valence", "arousal", "dominance", "liking")
-# CB1/CB2 (cerebellar) are not 10-05 names: placed at their usual neighbours below O1/O2
-SEED_RENAME = {"CB1": "O9", "CB2": "O10"}
+# CB1/CB2 (Neuroscan's cerebellar electrodes, below O1/O2) are not 10-05 names: they keep
+# the unknown-name id and are placed at I1/I2's template positions (approximate)
+SEED_POSITIONS = {"CB1": "I1", "CB2": "I2"}
 
 
 def _mat_array(path: str, key: str) -> np.ndarray:
@@ -96,7 +113,7 @@ def _seed_like(root: Path, files: list[Path], dataset: str, labels_of, n_trials:
                 labels={"emotion": labels_of(session, trial), "trial": trial, "date": date},
                 array=partial(_mat_array, str(f), key),
                 sfreq=200.0, ch_names=list(SEED_CHANNELS), units="uV",
-                reader={"rename": SEED_RENAME}, id=f"{f.stem}_{key}",
+                reader={"positions": SEED_POSITIONS}, id=f"{f.stem}_{key}",
             )  # fmt: skip
 
 
@@ -129,6 +146,29 @@ def read_seed_iv(root: Path):
         root, files, "seed-iv",
         lambda session, trial: SEED_IV_NAMES[SEED_IV_SESSION_LABELS[session][trial - 1]], 24,
     )  # fmt: skip
+
+
+def read_seed_v(root: Path, **read_options):
+    """SEED-V: ``EEG_raw/{subject}_{session}_{date}.cnt`` (Neuroscan, 62 EEG + M1 M2 VEO HEO).
+
+    One recording per session; each clip is an :class:`Event` labelled with its emotion
+    (a window's label comes from :meth:`Recording.label_at`); the time between clips
+    (ratings, rest) overlaps no event. ``read_options`` go to ``read_eeg`` on load (e.g.
+    ``data_format='int32'`` for a copy whose sample width is not detected).
+    """
+    files = require(sorted(p for p in Path(root).rglob("*.cnt")
+                           if re.match(r"^\d+_[123]_\d{8}$", p.stem)), root,
+                    "EEG_raw/{subject}_{session}_{date}.cnt files", "SEED-V")  # fmt: skip
+    for f in files:
+        subject, session, date = f.stem.split("_")
+        starts, ends, emotions = SEED_V_SESSIONS[int(session)]
+        events = [Event(float(a), float(b - a), SEED_V_NAMES[e])
+                  for a, b, e in zip(starts, ends, emotions, strict=True)]  # fmt: skip
+        yield Recording(
+            dataset="seed-v", subject=subject, session=session, path=f, events=events,
+            labels={"date": date, "clips": len(events)},
+            reader={"positions": SEED_POSITIONS, **read_options}, id=f.stem,
+        )  # fmt: skip
 
 
 def read_deap(root: Path, *, allow_pickle: bool = False, threshold: float = 5.0):
