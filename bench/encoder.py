@@ -9,7 +9,10 @@ Prints, for batch 64 of 23 channels x 10 one-second patches:
 2. the same in bf16 (both models cast, CPU AMX or GPU tensor cores);
 3. achieved GFLOP/s of the neurofm encoder against a large matmul timed in this run;
 4. time and peak memory against window length (64 channels x 4 ... 64 s), full vs
-   divided attention, each point in its own process so peak memory is its own.
+   divided attention, each point in its own process so peak memory is its own;
+5. (CPU, Linux) the fp32 comparison again in a process whose glibc malloc keeps freed
+   memory (GLIBC_TUNABLES mmap_max=0, no trimming): large tensors then stop costing
+   fresh zeroed pages on every call, which changes the reference's speed most.
 """
 
 from __future__ import annotations
@@ -106,7 +109,7 @@ def compare(args) -> dict:
 
         return step
 
-    precisions = ["fp32", "bf16"] if device == "cpu" else ["bf16"]
+    precisions = args.precisions or (["fp32", "bf16"] if device == "cpu" else ["bf16"])
     for precision in precisions:
         # fresh copies of the same weights for each precision (training steps move them)
         ref, model, x, tokens = build(args.batch, args.patches, device)
@@ -195,7 +198,23 @@ def sweep(args) -> list[dict]:
     return rows
 
 
-def report(results: dict, rows: list[dict], args) -> None:
+TUNED_MALLOC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295"
+
+
+def tuned_malloc(args) -> dict | None:
+    """The fp32 comparison in a child process with glibc's malloc told to keep memory."""
+    if args.device != "cpu" or not sys.platform.startswith("linux"):
+        return None
+    import os
+
+    cmd = [sys.executable, __file__, "--compare-only", "--precisions", "fp32", "--batch",
+           str(args.batch), "--patches", str(args.patches), "--repeat", str(args.repeat)]  # fmt: skip
+    env = {**os.environ, "GLIBC_TUNABLES": TUNED_MALLOC}
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])["fp32"]
+
+
+def report(results: dict, rows: list[dict], args, tuned: dict | None = None) -> None:
     print(f"\nneurofm vs braindecode Labram, same weights (max |diff| "
           f"{results['max_abs_diff']:.1e}), batch {results['batch']}, "
           f"{len(CHANNELS)} ch x {args.patches} patches ({results['tokens']} tokens), "
@@ -213,6 +232,13 @@ def report(results: dict, rows: list[dict], args) -> None:
         print(f"{precision:<9} encoder {row['achieved_gflops']:.0f} GFLOP/s "
               f"({row['gflop_per_window']:.2f} GFLOP/window) = "
               f"{row['fraction_of_matmul']:.0%} of a 4096^2 matmul's {row['matmul_gflops']:.0f}")
+    if tuned:
+        print(f"\nfp32 again with GLIBC_TUNABLES={TUNED_MALLOC}")
+        for name in ("braindecode", "neurofm"):
+            print(f"{'fp32':<9} {name:<12} {tuned[name]['forward_wps']:>14.1f} "
+                  f"{tuned[name]['train_wps']:>12.1f}")  # fmt: skip
+        print(f"{'fp32':<9} {'ratio':<12} {tuned['forward_ratio']:>13.2f}x "
+              f"{tuned['train_ratio']:>11.2f}x")  # fmt: skip
     if rows:
         print(f"\n{args.size}, training step (forward + backward), batch {args.sweep_batch}, "
               "64 channels; peak = RSS above the loaded model (CPU) or CUDA peak allocated")
@@ -236,6 +262,9 @@ def main(argv=None) -> None:
     p.add_argument("--sweep-batch", type=int, default=1)
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script runs")
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--precisions", nargs="*", choices=["fp32", "bf16"], help="default: both (CPU)")
+    p.add_argument("--no-malloc-run", action="store_true", help="skip item 5 (tuned malloc)")
+    p.add_argument("--compare-only", action="store_true", help=argparse.SUPPRESS)
     # one sweep point (internal)
     p.add_argument("--point", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--attention", default="full", help=argparse.SUPPRESS)
@@ -248,11 +277,15 @@ def main(argv=None) -> None:
         args.batch, args.patches, args.repeat = 2, 2, 1
         args.size, args.lengths = "eeg-tiny", [2]
     results = compare(args)
+    if args.compare_only:
+        print(json.dumps(results))
+        return
+    tuned = None if args.no_malloc_run or args.smoke else tuned_malloc(args)
     rows = sweep(args) if args.lengths else []
-    report(results, rows, args)
+    report(results, rows, args, tuned)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"compare": results, "sweep": rows}, f, indent=2)
+            json.dump({"compare": results, "tuned_malloc": tuned, "sweep": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

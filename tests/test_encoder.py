@@ -186,6 +186,41 @@ def test_padding_changes_nothing(attention):
     torch.testing.assert_close(mixed.pooled[0], alone.pooled[0], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("attention", ["full", "divided"])
+def test_grouped_inference_and_chunked_mlp_change_nothing(attention, monkeypatch):
+    """Inference in groups of windows, and the MLP in row blocks, give the same numbers
+    (and, for the MLP, the same gradients) as one pass over the whole batch."""
+    from neurofm.models.encoder import Encoder, Mlp
+
+    extra = {"cls_token": False} if attention == "divided" else {}
+    torch.manual_seed(0)
+    model = create_model("eeg-tiny", attention=attention, **extra).eval()
+    batch = collate([make_tokens(CHB[:5], B=3, N=3), make_tokens(CHB, B=4, N=4, seed=2)])
+    hide = torch.rand(batch.mask.shape) < 0.3
+    with torch.no_grad():
+        monkeypatch.setattr(Encoder, "inference_tokens", 0)
+        whole = model(batch, hide)
+        monkeypatch.setattr(Encoder, "inference_tokens", 2 * 23 * 4)  # groups of 2 windows
+        grouped = model(batch, hide)
+    for field in ("tokens", "pooled", "cls"):
+        a, b = getattr(whole, field), getattr(grouped, field)
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
+
+    mlp = Mlp(16, 64)
+    x = torch.randn(5, 77, 16, requires_grad=True)
+    monkeypatch.setattr(Mlp, "chunk_bytes", 1 << 30)
+    one = mlp(x)
+    g_one = torch.autograd.grad(one.square().sum(), [x, *mlp.parameters()])
+    monkeypatch.setattr(Mlp, "chunk_bytes", 256 * 64 * 4)  # 256-row blocks: 2 blocks here
+    blocks = mlp(x)
+    g_blocks = torch.autograd.grad(blocks.square().sum(), [x, *mlp.parameters()])
+    torch.testing.assert_close(blocks, one)
+    for a, b in zip(g_blocks, g_one, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
 def test_divided_attention_factorises():
     """Space attention mixes units within a patch; time attention patches within a unit.
 

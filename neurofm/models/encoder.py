@@ -114,9 +114,28 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 
 
 class Mlp(nn.Sequential):
+    """fc1 -> GELU -> fc2 over row blocks whose hidden activations stay near ``chunk_bytes``.
+
+    The hidden layer is 4x the width: for a whole batch it is tens of MB per call, which
+    glibc serves as fresh zeroed pages every time (allocations above its 32 MB mmap
+    ceiling), so page faults and cache misses cost as much as the matmuls. Row blocks
+    give identical results (each row is independent) and stay in recycled, cached memory.
+    """
+
+    chunk_bytes = 8 << 20
+
     def __init__(self, dim: int, hidden: int, dropout: float = 0.0):
         super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim),
                          nn.Dropout(dropout))  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fc1, act, fc2, drop = self
+        rows = max(256, self.chunk_bytes // (fc1.out_features * x.element_size()))
+        flat = x.reshape(-1, x.shape[-1])
+        if flat.shape[0] <= rows:
+            return drop(fc2(act(fc1(x))))
+        out = torch.cat([fc2(act(fc1(part))) for part in flat.split(rows)])
+        return drop(out.view(*x.shape[:-1], out.shape[-1]))
 
 
 class Block(nn.Module):
@@ -148,8 +167,9 @@ class Block(nn.Module):
         self.mlp = Mlp(d, int(d * cfg.mlp_ratio), cfg.dropout)
 
     def _residual(self, x, y, gamma):
-        y = y if gamma is None else gamma * y
-        return x + drop_path(y, self.drop_path, self.training)
+        if self.training and self.drop_path:
+            return x + drop_path(y if gamma is None else gamma * y, self.drop_path, True)
+        return x + y if gamma is None else torch.addcmul(x, gamma, y)  # one pass, no temporary
 
     def _attend(self, x, key_mask, norm, attn, gamma, pattern: str | None):
         if pattern is None:
@@ -205,6 +225,9 @@ class Encoder(nn.Module):
     >>> out = model(neurofm.tokenize("rec.edf", model.recipe))
     >>> out.pooled.shape          # (windows, dim)
     """
+
+    #: tokens per group when encoding without autograd (see :meth:`forward`); 0: one group
+    inference_tokens = 2048
 
     def __init__(self, config: EncoderConfig | dict | None = None, recipe=None, **overrides):
         super().__init__()
@@ -305,8 +328,25 @@ class Encoder(nn.Module):
         return h + self.time_embed(tokens.t.to(h.dtype), mask.any(1))[:, None]
 
     def forward(self, tokens: Tokens, hide: torch.Tensor | None = None) -> EncoderOutput:
-        """Encode a batch. ``hide`` (B, S, N) bool: tokens replaced by [MASK] (pretraining)."""
+        """Encode a batch. ``hide`` (B, S, N) bool: tokens replaced by [MASK] (pretraining).
+
+        Without autograd (``torch.no_grad``/``inference_mode``) the batch runs in groups of
+        about ``inference_tokens`` tokens (windows are independent, results identical):
+        every activation then stays small enough to be cached and recycled, instead of
+        fresh memory per layer. 0 turns this off.
+        """
         self.check_tokens(tokens)
+        B, S, N, _ = tokens.shape
+        group = max(1, self.inference_tokens // (S * N)) if self.inference_tokens else B
+        if torch.is_grad_enabled() or group >= B:
+            return self._forward(tokens, hide)
+        parts = [self._forward(tokens[i : i + group], None if hide is None else hide[i : i + group])
+                 for i in range(0, B, group)]  # fmt: skip
+        return EncoderOutput(*(None if getattr(parts[0], f) is None else
+                               torch.cat([getattr(p, f) for p in parts])
+                               for f in ("tokens", "pooled", "mask", "cls")))  # fmt: skip
+
+    def _forward(self, tokens: Tokens, hide: torch.Tensor | None) -> EncoderOutput:
         B, S, N, _ = tokens.shape
         mask = tokens.mask
         h = self.embed(tokens, hide)
