@@ -67,3 +67,38 @@ def test_bad_arguments():
         Attention(30, 4)
     with pytest.raises(ValueError, match="impl must be one of"):
         Attention(32, 4, impl="flash3")
+
+
+def test_head_norm_backward_matches_layer_norm():
+    """QK-norm's own backward: gradcheck in float64; in fp32 equal to nn.LayerNorm's; in
+    bf16 at least as close to the float64 truth as nn.LayerNorm's (non-trivial affine
+    parameters, through a view like the real q/k)."""
+    from neurofm.models.attention import HeadNorm, _HeadLayerNorm
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 4, 20, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(20, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(20, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: _HeadLayerNorm.apply(*a, 1e-6), (x, w, b))
+
+    def run(norm_cls, dtype, params, x, g):
+        norm = norm_cls(20, eps=1e-6)
+        norm.load_state_dict(params)
+        norm = norm.to(dtype)
+        x = x.to(dtype).requires_grad_()
+        y = norm(x.view(2, 7, 4, 20))
+        return [y, *torch.autograd.grad(y, [x, norm.weight, norm.bias], g.to(dtype))]
+
+    params = {"weight": torch.randn(20), "bias": torch.randn(20)}
+    x, g = torch.randn(2, 7, 80), torch.randn(2, 7, 4, 20)
+    ours, ref = run(HeadNorm, torch.float32, params, x, g), run(torch.nn.LayerNorm, torch.float32, params, x, g)
+    for a, r in zip(ours, ref, strict=True):
+        torch.testing.assert_close(a, r, atol=1e-5, rtol=1e-5)
+    x, g = x.bfloat16().double(), g.bfloat16().double()  # the bf16 inputs, exactly
+    params = {k: v.bfloat16().double() for k, v in params.items()}
+    truth = run(torch.nn.LayerNorm, torch.float64, params, x, g)
+    ours, ref = run(HeadNorm, torch.bfloat16, params, x, g), run(torch.nn.LayerNorm, torch.bfloat16, params, x, g)
+    for a, r, t in zip(ours, ref, truth, strict=True):
+        assert a.dtype == r.dtype == torch.bfloat16
+        err_ours, err_ref = (a.double() - t).abs().max(), (r.double() - t).abs().max()
+        assert err_ours <= 1.5 * err_ref + 1e-2 * t.abs().max(), (err_ours, err_ref)
