@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -205,8 +206,6 @@ def tuned_malloc(args) -> dict | None:
     """The fp32 comparison in a child process with glibc's malloc told to keep memory."""
     if args.device != "cpu" or not sys.platform.startswith("linux"):
         return None
-    import os
-
     cmd = [sys.executable, __file__, "--compare-only", "--precisions", "fp32", "--batch",
            str(args.batch), "--patches", str(args.patches), "--repeat", str(args.repeat)]  # fmt: skip
     env = {**os.environ, "GLIBC_TUNABLES": TUNED_MALLOC}

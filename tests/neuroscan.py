@@ -34,7 +34,8 @@ def write_cnt(path, data, sfreq: int, ch_names, *, events=(), dtype="int32", res
         angle = np.linspace(0, 2 * np.pi, n_ch, endpoint=False)
         radius = np.linspace(20, 100, n_ch)
         xy = np.stack([radius * np.cos(angle), radius * np.sin(angle)], 1)
-    events_at = SETUP + ELECTLOC * n_ch + n_samples * n_ch * n_bytes
+    data_at = SETUP + ELECTLOC * n_ch
+    events_at = data_at + n_samples * n_ch * n_bytes
 
     head = bytearray(SETUP)
 
@@ -60,7 +61,7 @@ def write_cnt(path, data, sfreq: int, ch_names, *, events=(), dtype="int32", res
         struct.pack_into("<f", electrodes, base + 59, 204.8)  # sensitivity
         struct.pack_into("<f", electrodes, base + 71, resolution)  # calib
     table = b"".join(
-        struct.pack(EVENT2, code, 0, b"\x00", SETUP + ELECTLOC * n_ch + (sample + 1) * n_ch * n_bytes,
+        struct.pack(EVENT2, code, 0, b"\x00", data_at + (sample + 1) * n_ch * n_bytes,
                     0, 0, 0.0, b"\x00", b"\x00", b"\x00")
         for sample, code in events
     )  # fmt: skip
@@ -69,6 +70,6 @@ def write_cnt(path, data, sfreq: int, ch_names, *, events=(), dtype="int32", res
     with open(path, "wb") as fh:
         fh.write(head)
         fh.write(electrodes)
-        fh.write(counts.T.astype(f"<{np.dtype(dtype).str[1:]}").tobytes())
+        fh.write(counts.T.astype(np.dtype(dtype).newbyteorder("<")).tobytes())
         fh.write(struct.pack("<Bll", 2, len(table), 0) + table)
     return path

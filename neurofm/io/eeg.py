@@ -257,9 +257,10 @@ def _set_positions(raw, report: ChannelReport, montage, extra: dict | None = Non
     mri_head, fid = template_head_t()
     known = [c.name if c.kind in ("electrode", "bipolar") else "" for c in report.kept]
     mni = template_positions(known) / 1000.0  # template positions for known names only
+    extra = extra or {}
     for i, c in enumerate(report.kept):
-        where = (extra or {}).get(c.name, (extra or {}).get(c.original))
-        if where is not None and c.kind not in ("electrode", "bipolar"):
+        where = extra.get(c.name, extra.get(c.original))
+        if where is not None and not known[i]:
             mni[i] = _extra_position(c.name, where) / 1000.0
     ch_pos = {}
     for i, ch in enumerate(raw.info["chs"]):
@@ -378,8 +379,9 @@ def read_eeg(
             f"bipolar pair of them (e.g. {eeg[:4]}), and the file has no positions, so the "
             f"model cannot place them.\n{report}"
         )
+    placed = positions or {}
     unplaced = [c.original for c in report.channels if c.status == "unknown"
-                and c.original not in (positions or {}) and c.name not in (positions or {})]  # fmt: skip
+                and c.original not in placed and c.name not in placed]  # fmt: skip
     if unplaced:
         logger.warning("%s: %d channel names are unknown: %s", label, len(unplaced), unplaced[:8])
     if units is not None:

@@ -13,7 +13,7 @@ to, so one batch can mix montages and window lengths.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import torch
@@ -342,9 +342,9 @@ class Encoder(nn.Module):
             return self._forward(tokens, hide)
         parts = [self._forward(tokens[i : i + group], None if hide is None else hide[i : i + group])
                  for i in range(0, B, group)]  # fmt: skip
-        return EncoderOutput(*(None if getattr(parts[0], f) is None else
-                               torch.cat([getattr(p, f) for p in parts])
-                               for f in ("tokens", "pooled", "mask", "cls")))  # fmt: skip
+        names = [f.name for f in fields(EncoderOutput)]
+        return EncoderOutput(*(None if getattr(parts[0], n) is None else
+                               torch.cat([getattr(p, n) for p in parts]) for n in names))  # fmt: skip
 
     def _forward(self, tokens: Tokens, hide: torch.Tensor | None) -> EncoderOutput:
         B, S, N, _ = tokens.shape
