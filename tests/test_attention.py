@@ -69,35 +69,46 @@ def test_bad_arguments():
         Attention(32, 4, impl="flash3")
 
 
-def test_head_norm_backward_matches_layer_norm():
-    """QK-norm's own backward: gradcheck in float64; in fp32 equal to nn.LayerNorm's; in
-    bf16 at least as close to the float64 truth as nn.LayerNorm's (non-trivial affine
-    parameters, through a view like the real q/k)."""
-    from neurofm.models.attention import HeadNorm, _HeadLayerNorm
+def test_centred_qk_norm_matches_layer_norm():
+    """QK-norm as Attention runs it (centring folded into the q weights, then HeadNorm's
+    root-mean-square form) against nn.LayerNorm after the plain linear layer: the
+    function's own backward passes gradcheck in float64; outputs and every gradient (input,
+    linear weight and bias, norm weight and bias) equal LayerNorm's in fp32, with and
+    without autograd; in bf16 they are at least as close to the float64 truth."""
+    from neurofm.models.attention import HeadNorm, _CentredHeadNorm, centre_heads
 
     torch.manual_seed(0)
     x = torch.randn(3, 5, 4, 20, dtype=torch.float64, requires_grad=True)
     w = torch.randn(20, dtype=torch.float64, requires_grad=True)
     b = torch.randn(20, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda *a: _HeadLayerNorm.apply(*a, 1e-6), (x, w, b))
+    assert torch.autograd.gradcheck(lambda *a: _CentredHeadNorm.apply(*a, 1e-6), (x, w, b))
 
-    def run(norm_cls, dtype, params, x, g):
-        norm = norm_cls(20, eps=1e-6)
-        norm.load_state_dict(params)
-        norm = norm.to(dtype)
+    def run(folded, dtype, params, x, g):
+        lin, norm = torch.nn.Linear(16, 80), (HeadNorm if folded else torch.nn.LayerNorm)(20, eps=1e-6)
+        lin.load_state_dict(params["lin"])
+        norm.load_state_dict(params["norm"])
+        lin, norm = lin.to(dtype), norm.to(dtype)
         x = x.to(dtype).requires_grad_()
-        y = norm(x.view(2, 7, 4, 20))
-        return [y, *torch.autograd.grad(y, [x, norm.weight, norm.bias], g.to(dtype))]
+        if folded:
+            q = torch.nn.functional.linear(x, centre_heads(lin.weight, 4), centre_heads(lin.bias, 4))
+            y = norm(q.view(2, 7, 4, 20), centred=True)
+            with torch.no_grad():  # the in-place inference path gives the same values
+                torch.testing.assert_close(norm(q.view(2, 7, 4, 20), centred=True), y)
+        else:
+            y = norm(lin(x).view(2, 7, 4, 20))
+        params = [x, lin.weight, lin.bias, norm.weight, norm.bias]
+        return [y, *torch.autograd.grad(y, params, g.to(dtype))]
 
-    params = {"weight": torch.randn(20), "bias": torch.randn(20)}
-    x, g = torch.randn(2, 7, 80), torch.randn(2, 7, 4, 20)
-    ours, ref = run(HeadNorm, torch.float32, params, x, g), run(torch.nn.LayerNorm, torch.float32, params, x, g)
+    params = {"lin": {"weight": torch.randn(80, 16), "bias": torch.randn(80)},
+              "norm": {"weight": torch.randn(20), "bias": torch.randn(20)}}  # fmt: skip
+    x, g = torch.randn(2, 7, 16), torch.randn(2, 7, 4, 20)
+    ours, ref = run(True, torch.float32, params, x, g), run(False, torch.float32, params, x, g)
     for a, r in zip(ours, ref, strict=True):
-        torch.testing.assert_close(a, r, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(a, r, atol=2e-5, rtol=2e-5)
     x, g = x.bfloat16().double(), g.bfloat16().double()  # the bf16 inputs, exactly
-    params = {k: v.bfloat16().double() for k, v in params.items()}
-    truth = run(torch.nn.LayerNorm, torch.float64, params, x, g)
-    ours, ref = run(HeadNorm, torch.bfloat16, params, x, g), run(torch.nn.LayerNorm, torch.bfloat16, params, x, g)
+    params = {m: {k: v.bfloat16().double() for k, v in p.items()} for m, p in params.items()}
+    truth = run(False, torch.float64, params, x, g)
+    ours, ref = run(True, torch.bfloat16, params, x, g), run(False, torch.bfloat16, params, x, g)
     for a, r, t in zip(ours, ref, truth, strict=True):
         assert a.dtype == r.dtype == torch.bfloat16
         err_ours, err_ref = (a.double() - t).abs().max(), (r.double() - t).abs().max()

@@ -129,13 +129,19 @@ class Mlp(nn.Sequential):
                          nn.Dropout(dropout))  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fc1, act, fc2, drop = self
-        rows = max(256, self.chunk_bytes // (fc1.out_features * x.element_size()))
+        rows = max(256, self.chunk_bytes // (self[0].out_features * x.element_size()))
         flat = x.reshape(-1, x.shape[-1])
         if flat.shape[0] <= rows:
-            return drop(fc2(act(fc1(x))))
-        out = torch.cat([fc2(act(fc1(part))) for part in flat.split(rows)])
-        return drop(out.view(*x.shape[:-1], out.shape[-1]))
+            return self[3](self._mlp(x))
+        out = torch.cat([self._mlp(part) for part in flat.split(rows)])
+        return self[3](out.view(*x.shape[:-1], out.shape[-1]))
+
+    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
+        fc1, act, fc2, _ = self
+        h = fc1(x)
+        if torch.is_grad_enabled() or type(act) is not nn.GELU:
+            return fc2(act(h))
+        return fc2(torch.ops.aten.gelu_(h, approximate=act.approximate))  # no second buffer
 
 
 class Block(nn.Module):
