@@ -9,7 +9,8 @@ Prints, for batch 64 of 23 channels x 10 one-second patches:
 2. the same in bf16 (both models cast, CPU AMX or GPU tensor cores);
 3. achieved GFLOP/s of the neurofm encoder against a large matmul timed in this run;
 4. time and peak memory against window length (64 channels x 4 ... 64 s), full vs
-   divided attention, each point in its own process so peak memory is its own;
+   divided attention, each point in its own process so peak memory is its own; plotted
+   to ``--plot`` (default ``out/encoder_length_sweep.png``);
 5. (CPU, Linux) the fp32 comparison again in a process whose glibc malloc keeps freed
    memory (GLIBC_TUNABLES mmap_max=0, no trimming): large tensors then stop costing
    fresh zeroed pages on every call, which changes the reference's speed most.
@@ -199,6 +200,31 @@ def sweep(args) -> list[dict]:
     return rows
 
 
+def plot_sweep(rows: list[dict], path: str, title: str) -> None:
+    """Step time and peak memory against tokens per window, full vs divided, log-log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in zip(axes, ("step_s", "peak_mib"), ("seconds per step", "peak MiB"),
+                              strict=True):  # fmt: skip
+        for attention, style in (("full", "o-"), ("divided", "s--")):
+            pts = [r for r in rows if r["attention"] == attention]
+            ax.loglog([r["tokens"] for r in pts], [r[key] for r in pts], style, label=attention)
+        ax.set_xlabel("tokens per window (64 channels x seconds)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"\nplot: {path}")
+
+
 TUNED_MALLOC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295"
 
 
@@ -261,6 +287,7 @@ def main(argv=None) -> None:
     p.add_argument("--sweep-batch", type=int, default=1)
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script runs")
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--plot", default="out/encoder_length_sweep.png", help="length sweep plot")
     p.add_argument("--precisions", nargs="*", choices=["fp32", "bf16"], help="default: both (CPU)")
     p.add_argument("--no-malloc-run", action="store_true", help="skip item 5 (tuned malloc)")
     p.add_argument("--compare-only", action="store_true", help=argparse.SUPPRESS)
@@ -282,6 +309,9 @@ def main(argv=None) -> None:
     tuned = None if args.no_malloc_run or args.smoke else tuned_malloc(args)
     rows = sweep(args) if args.lengths else []
     report(results, rows, args, tuned)
+    if rows and args.plot:
+        plot_sweep(rows, args.plot, f"{args.size} training step against window length, "
+                   f"batch {args.sweep_batch}, {args.device}")  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"compare": results, "tuned_malloc": tuned, "sweep": rows}, f, indent=2)

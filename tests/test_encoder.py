@@ -527,7 +527,7 @@ def test_sample_recording_end_to_end_and_training_step(tiny):
     assert no_grad == []
 
 
-def test_bench_script_runs():
+def test_bench_script_runs(tmp_path):
     """bench/encoder.py --smoke: the script works (no timing is asserted here)."""
     pytest.importorskip("braindecode")
     import subprocess
@@ -535,10 +535,12 @@ def test_bench_script_runs():
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "bench" / "encoder.py"
-    out = subprocess.run([sys.executable, str(script), "--smoke"], capture_output=True,
-                         text=True, timeout=300)  # fmt: skip
+    plot = tmp_path / "sweep.png"
+    out = subprocess.run([sys.executable, str(script), "--smoke", "--plot", str(plot)],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     assert "ratio" in out.stdout and "divided MiB" in out.stdout
+    assert plot.stat().st_size > 10_000  # a rendered figure, not an empty file
 
 
 def test_flash_attn_impl_falls_back_to_sdpa(tiny):
