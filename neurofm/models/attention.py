@@ -133,7 +133,7 @@ class HeadNorm(nn.LayerNorm):
     """
 
     def forward(self, x: torch.Tensor, centred: bool = False) -> torch.Tensor:
-        if not centred or x.shape[-1] != self.normalized_shape[0]:
+        if not centred or self.weight is None or x.shape[-1] != self.normalized_shape[0]:
             return super().forward(x)
         if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
             return _CentredHeadNorm.apply(x, self.weight, self.bias, self.eps)
