@@ -92,7 +92,9 @@ def main(argv=None) -> None:
                    str(root), str(out)]  # fmt: skip
             res = subprocess.run(cmd, capture_output=True, text=True, check=True)
             rows[kind] = json.loads(res.stdout.strip().splitlines()[-1])
-        print(f"{'one epoch from':<28} {'windows':>8} {'seconds':>8} {'windows/s':>10} {'peak RSS':>9}")
+        print(
+            f"{'one epoch from':<28} {'windows':>8} {'seconds':>8} {'windows/s':>10} {'peak RSS':>9}"
+        )
         labels = {"edf": "EDFs (iter_tokens)", "shards": "shards (mixed, 2 workers)",
                   "shards-bucketed": "shards (bucketed, 2 workers)"}  # fmt: skip
         for kind, r in rows.items():

@@ -254,9 +254,11 @@ def report(results: dict, rows: list[dict], args, tuned: dict | None = None) -> 
                   f"{row[name]['train_wps']:>12.1f}")  # fmt: skip
         print(f"{precision:<9} {'ratio':<12} {row['forward_ratio']:>13.2f}x "
               f"{row['train_ratio']:>11.2f}x")  # fmt: skip
-        print(f"{precision:<9} encoder {row['achieved_gflops']:.0f} GFLOP/s "
-              f"({row['gflop_per_window']:.2f} GFLOP/window) = "
-              f"{row['fraction_of_matmul']:.0%} of a 4096^2 matmul's {row['matmul_gflops']:.0f}")
+        print(
+            f"{precision:<9} encoder {row['achieved_gflops']:.0f} GFLOP/s "
+            f"({row['gflop_per_window']:.2f} GFLOP/window) = "
+            f"{row['fraction_of_matmul']:.0%} of a 4096^2 matmul's {row['matmul_gflops']:.0f}"
+        )
     if tuned:
         print(f"\nfp32 again with GLIBC_TUNABLES={TUNED_MALLOC}")
         for name in ("braindecode", "neurofm"):
@@ -265,8 +267,10 @@ def report(results: dict, rows: list[dict], args, tuned: dict | None = None) -> 
         print(f"{'fp32':<9} {'ratio':<12} {tuned['forward_ratio']:>13.2f}x "
               f"{tuned['train_ratio']:>11.2f}x")  # fmt: skip
     if rows:
-        print(f"\n{args.size}, training step (forward + backward), batch {args.sweep_batch}, "
-              "64 channels; peak = RSS above the loaded model (CPU) or CUDA peak allocated")
+        print(
+            f"\n{args.size}, training step (forward + backward), batch {args.sweep_batch}, "
+            "64 channels; peak = RSS above the loaded model (CPU) or CUDA peak allocated"
+        )
         print(f"{'seconds':>8} {'tokens':>7} {'full s':>8} {'full MiB':>9} "
               f"{'divided s':>10} {'divided MiB':>12}")  # fmt: skip
         for seconds in args.lengths:

@@ -84,13 +84,18 @@ def test_centred_qk_norm_matches_layer_norm():
     assert torch.autograd.gradcheck(lambda *a: _CentredHeadNorm.apply(*a, 1e-6), (x, w, b))
 
     def run(folded, dtype, params, x, g):
-        lin, norm = torch.nn.Linear(16, 80), (HeadNorm if folded else torch.nn.LayerNorm)(20, eps=1e-6)
+        lin, norm = (
+            torch.nn.Linear(16, 80),
+            (HeadNorm if folded else torch.nn.LayerNorm)(20, eps=1e-6),
+        )
         lin.load_state_dict(params["lin"])
         norm.load_state_dict(params["norm"])
         lin, norm = lin.to(dtype), norm.to(dtype)
         x = x.to(dtype).requires_grad_()
         if folded:
-            q = torch.nn.functional.linear(x, centre_heads(lin.weight, 4), centre_heads(lin.bias, 4))
+            q = torch.nn.functional.linear(
+                x, centre_heads(lin.weight, 4), centre_heads(lin.bias, 4)
+            )
             y = norm(q.view(2, 7, 4, 20), centred=True)
             with torch.no_grad():  # the in-place inference path gives the same values
                 torch.testing.assert_close(norm(q.view(2, 7, 4, 20), centred=True), y)

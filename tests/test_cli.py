@@ -33,6 +33,8 @@ def test_info_reports_errors_cleanly(tmp_path):
 
 
 def test_import_does_not_need_braindecode():
-    code = ("import sys, neurofm, neurofm.models; neurofm.tokenize; "
-            "assert 'braindecode' not in sys.modules and 'huggingface_hub' not in sys.modules")
+    code = (
+        "import sys, neurofm, neurofm.models; neurofm.tokenize; "
+        "assert 'braindecode' not in sys.modules and 'huggingface_hub' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

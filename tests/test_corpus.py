@@ -81,7 +81,9 @@ def test_preprocess_writes_shards_index_and_stats(corpus):
 def test_rerun_skips_finished_files(corpus, tmp_path):
     out, _ = corpus
     before = {p: p.stat().st_mtime_ns for p in (out / "shards").glob("*/x.npy")}
-    root = Path(json.loads((out / "shards" / "chb01_01" / "meta.json").read_text())["source"]).parents[1]
+    root = Path(
+        json.loads((out / "shards" / "chb01_01" / "meta.json").read_text())["source"]
+    ).parents[1]
     cfg = CorpusConfig(dataset="chbmit", root=str(root), out=str(out), recipe={"notch": 60.0})
     stats = preprocess_corpus(cfg, progress=False)
     assert stats["windows"] == 18
@@ -166,7 +168,9 @@ def test_subject_splits_and_overlap_check(corpus, tmp_path):
         "id,dataset,subject,session,split,n_windows,n_channels,montage\n"
         f"x,chbmit,{test_subject},01,,3,10,a\n"
     )
-    with pytest.raises(NeurofmError, match=f"1 test subjects were in the pretraining.*{test_subject}"):
+    with pytest.raises(
+        NeurofmError, match=f"1 test subjects were in the pretraining.*{test_subject}"
+    ):
         check_no_overlap(out, pre)
     (pre / "index.csv").write_text(
         "id,dataset,subject,session,split,n_windows,n_channels,montage\n"

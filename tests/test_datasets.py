@@ -84,7 +84,10 @@ def test_chbmit(tmp_path, caplog):
     assert set(recs) == {"chb01_01", "chb01_03", "chb01_04", "chb02_16"}
     assert recs["chb01_01"].events == []
     assert [(e.onset, e.duration) for e in recs["chb01_03"].events] == [(2.5, 4.5)]
-    assert [(e.onset, e.onset + e.duration) for e in recs["chb01_04"].events] == [(1, 4), (12, 15.5)]
+    assert [(e.onset, e.onset + e.duration) for e in recs["chb01_04"].events] == [
+        (1, 4),
+        (12, 15.5),
+    ]
     assert [(e.onset, e.onset + e.duration) for e in recs["chb02_16"].events] == [(3.0, 9.25)]
     assert recs["chb01_04"].labels["montage"] == ("FP1-F7", "F7-T7")  # montage change
     assert recs["chb01_03"].subject == "chb01" and recs["chb01_03"].session == "03"
@@ -113,7 +116,9 @@ CSV_HEADER = """# version = csv_v1.0.0
 #
 channel,start_time,stop_time,label,confidence
 """
-TUH_REF = [f"EEG {n}-LE" for n in "FP1 FP2 F3 F4 C3 C4 P3 P4 O1 O2 F7 F8 T3 T4 T5 T6 FZ CZ PZ".split()]
+TUH_REF = [
+    f"EEG {n}-LE" for n in "FP1 FP2 F3 F4 C3 C4 P3 P4 O1 O2 F7 F8 T3 T4 T5 T6 FZ CZ PZ".split()
+]
 
 
 def test_tusz(tmp_path):
@@ -150,7 +155,9 @@ def test_tuab_and_tuev(tmp_path):
     recs = {r.id: r for r in read_dataset("tuab", root)}
     assert recs["aaaaamye_s001_t000"].labels["abnormal"] == 1
     assert recs["aaaaaasf_s003_t002"].labels["abnormal"] == 0
-    assert recs["aaaaaasf_s003_t002"].split == "eval" and recs["aaaaamye_s001_t000"].split == "train"
+    assert (
+        recs["aaaaaasf_s003_t002"].split == "eval" and recs["aaaaamye_s001_t000"].split == "train"
+    )
 
     root = tmp_path / "tuev"
     edf = _edf(root / "edf" / "train" / "aaaaablw" / "aaaaablw_00000001.edf", TUH_REF)
@@ -173,7 +180,10 @@ def test_seed_and_seed_iv(tmp_path):
     for date in ("20131027", "20131030", "20131107"):
         savemat(root / f"1_{date}.mat", {f"djc_eeg{k}": rng.normal(0, 20, (62, 600 + k))
                                          for k in range(1, 16)})  # fmt: skip
-    savemat(root / "label.mat", {"label": np.array([[1, 0, -1, -1, 0, 1, -1, 0, 1, 1, 0, -1, 0, 1, -1]])})
+    savemat(
+        root / "label.mat",
+        {"label": np.array([[1, 0, -1, -1, 0, 1, -1, 0, 1, 1, 0, -1, 0, 1, -1]])},
+    )
     recs = list(read_dataset("seed", tmp_path / "SEED"))
     assert len(recs) == 45
     first = next(r for r in recs if r.session == "2" and r.labels["trial"] == 3)
@@ -185,7 +195,9 @@ def test_seed_and_seed_iv(tmp_path):
 
     root = tmp_path / "SEED_IV" / "eeg_raw_data" / "2"
     root.mkdir(parents=True)
-    savemat(root / "3_20151101.mat", {f"cz_eeg{k}": rng.normal(0, 20, (62, 400)) for k in range(1, 25)})
+    savemat(
+        root / "3_20151101.mat", {f"cz_eeg{k}": rng.normal(0, 20, (62, 400)) for k in range(1, 25)}
+    )
     recs = list(read_dataset("seed-iv", tmp_path / "SEED_IV"))
     assert len(recs) == 24 and recs[0].session == "2"
     assert [r.labels["emotion"] for r in recs[:3]] == ["fear", "sad", "happy"]
@@ -218,7 +230,14 @@ def test_seed_v_raw_cnt(tmp_path, caplog):
     from neurofm.io.datasets.emotion import SEED_CHANNELS, SEED_V_SESSIONS
 
     sfreq = 10  # the real files are 1000 Hz; the layout and times are what is tested
-    names = SEED_CHANNELS[:32] + ["M1"] + SEED_CHANNELS[32:41] + ["M2"] + SEED_CHANNELS[41:] + ["VEO", "HEO"]
+    names = (
+        SEED_CHANNELS[:32]
+        + ["M1"]
+        + SEED_CHANNELS[32:41]
+        + ["M2"]
+        + SEED_CHANNELS[41:]
+        + ["VEO", "HEO"]
+    )
     x = eeg(len(names), 3370 * sfreq, sfreq, line=None)
     cz = names.index("CZ")
     starts, ends, _ = SEED_V_SESSIONS[1]
@@ -238,7 +257,10 @@ def test_seed_v_raw_cnt(tmp_path, caplog):
     assert [(e.onset, e.duration) for e in s3.events[:2]] == [(30.0, 291.0), (353.0, 65.0)]
     assert s1.label_at(40, 50) == "happy" and s1.label_at(110, 120, "rest") == "rest"
 
-    assert next(iter(read_dataset("seed-v", root, data_format="int16"))).reader["data_format"] == "int16"
+    assert (
+        next(iter(read_dataset("seed-v", root, data_format="int16"))).reader["data_format"]
+        == "int16"
+    )
     raw = s1.load(preload=True)
     # 62 EEG + the mastoids; Neuroscan's VEO/HEO are recognised as EOG and dropped
     assert len(raw.ch_names) == 64 and {"M1", "M2", "CB1", "CB2"} <= set(raw.ch_names)
@@ -256,7 +278,10 @@ def test_seed_v_raw_cnt(tmp_path, caplog):
         recs = list(read_dataset("seed-v", tmp_path / "SEED-V"))
         write_cnt(root / "12_3_20180517.cnt", x[:, : 2900 * sfreq], sfreq, names, dtype="int16")
         next(r for r in recs if r.subject == "12").load()
-    assert "1 of 15 events end after the recording (2900.0 s), first disgust at 2888.0 s" in caplog.text
+    assert (
+        "1 of 15 events end after the recording (2900.0 s), first disgust at 2888.0 s"
+        in caplog.text
+    )
 
 
 def test_deap_and_its_pickle(tmp_path):

@@ -112,7 +112,9 @@ def _original_layout(ref) -> dict:
             key = re.sub(pattern, repl, key)
         out["student." + key] = value.clone()
     time = out["student.time_embed"]  # LaBraM's table has 16 rows
-    out["student.time_embed"] = torch.cat([time, torch.randn(1, 16 - time.shape[1], time.shape[2])], 1)
+    out["student.time_embed"] = torch.cat(
+        [time, torch.randn(1, 16 - time.shape[1], time.shape[2])], 1
+    )
     out["student.mask_token"] = torch.randn(1, 1, time.shape[2])
     return {"model": out, "epoch": 10}
 

@@ -244,7 +244,9 @@ def write_index(out: Path, *, failures=(), recipe: Recipe | None = None) -> dict
     table = pd.DataFrame(rows, columns=["id", "dataset", "subject", "session", "split",
                                         "n_windows", "n_channels", "montage"])  # fmt: skip
     atomic_write(Path(out) / INDEX, lambda p: table.to_csv(p, index=False))
-    window_s = recipe.window_seconds if recipe else metas[0]["recipe"]["window_seconds"] if metas else 0
+    window_s = (
+        recipe.window_seconds if recipe else metas[0]["recipe"]["window_seconds"] if metas else 0
+    )
     stride_s = (recipe.stride_seconds or window_s) if recipe else window_s
     channels = Counter(c for m in metas for c in m["channels"])
     stats = {

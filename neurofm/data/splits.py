@@ -73,7 +73,9 @@ def check_no_overlap(evaluation, pretraining, *, split: str | None = "test") -> 
         ev = ev[ev["split"] == split]
     pre = _index(pretraining)
     seen = set(zip(pre.dataset, pre.subject, strict=True))
-    overlap = sorted({(d, s) for d, s in zip(ev.dataset, ev.subject, strict=True) if (d, s) in seen})
+    overlap = sorted(
+        {(d, s) for d, s in zip(ev.dataset, ev.subject, strict=True) if (d, s) in seen}
+    )
     if overlap:
         raise NeurofmError(
             f"{len(overlap)} {split or 'evaluation'} subjects were in the pretraining corpus "

@@ -109,7 +109,9 @@ def _centroids_of_labels(img, values) -> np.ndarray:
     """Mean voxel position (MNI mm) per label value, in one pass over the image."""
     data = np.asarray(img.dataobj).reshape(-1)
     index = np.searchsorted(values, data)  # values are sorted (np.unique)
-    inside = (index < len(values)) & (data == np.asarray(values)[np.minimum(index, len(values) - 1)])
+    inside = (index < len(values)) & (
+        data == np.asarray(values)[np.minimum(index, len(values) - 1)]
+    )
     ijk = np.indices(img.shape[:3]).reshape(3, -1)[:, inside]
     counts = np.bincount(index[inside], minlength=len(values)).astype(float)
     sums = np.stack([np.bincount(index[inside], weights=a, minlength=len(values)) for a in ijk], 1)
@@ -541,11 +543,18 @@ def read_fmri(source, atlas=None, *, t_r: float | None = None, recipe: FMRIRecip
     return xr.DataArray(
         data.astype(np.float32),
         dims=("time", "parcel"),
-        coords={"time": np.arange(len(data)) * recipe.t_r, "parcel": list(names),
-                **{a: ("parcel", coords[:, i]) for i, a in enumerate("xyz")}},  # fmt: skip
+        coords={
+            "time": np.arange(len(data)) * recipe.t_r,
+            "parcel": list(names),
+            **{a: ("parcel", coords[:, i]) for i, a in enumerate("xyz")},
+        },  # fmt: skip
         name="bold",
-        attrs={"t_r": recipe.t_r, "source_t_r": tr_in, "atlas": atlas_name,
-               "empty_parcels": [n for n, e in zip(names, empty) if e]},  # fmt: skip
+        attrs={
+            "t_r": recipe.t_r,
+            "source_t_r": tr_in,
+            "atlas": atlas_name,
+            "empty_parcels": [n for n, e in zip(names, empty) if e],
+        },  # fmt: skip
     )
 
 
@@ -651,4 +660,3 @@ def tokenize_fmri(series, recipe: FMRIRecipe | None = None):
         mask=torch.from_numpy(real),
         names=[names] * B,
     )
-

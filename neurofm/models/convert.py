@@ -103,7 +103,7 @@ def _read(source) -> dict[str, torch.Tensor]:
 def _normalise(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
     """Any layout -> the original LaBraM names, and which layout it was."""
     if any(k.startswith("student.") for k in state):  # a pretraining checkpoint
-        state = {k[len("student."):]: v for k, v in state.items() if k.startswith("student.")}
+        state = {k[len("student.") :]: v for k, v in state.items() if k.startswith("student.")}
     layout = "braindecode" if "position_embedding" in state else "labram"
     if layout == "braindecode":
         renamed = {}

@@ -162,13 +162,19 @@ class Block(nn.Module):
                              pad_head_dim=cfg.pad_head_dim, impl=cfg.impl, norm_eps=eps)  # fmt: skip
 
         def scale():
-            return None if cfg.layer_scale is None else nn.Parameter(torch.full((d,), cfg.layer_scale))
+            return (
+                None if cfg.layer_scale is None else nn.Parameter(torch.full((d,), cfg.layer_scale))
+            )
 
         self.divided = cfg.attention == "divided"
         self.drop_path = drop_path_p
         self.norm1, self.attn, self.gamma_1 = nn.LayerNorm(d, eps=eps), attention(), scale()
         if self.divided:
-            self.norm_t, self.time_attn, self.gamma_t = nn.LayerNorm(d, eps=eps), attention(), scale()
+            self.norm_t, self.time_attn, self.gamma_t = (
+                nn.LayerNorm(d, eps=eps),
+                attention(),
+                scale(),
+            )
         self.norm2, self.gamma_2 = nn.LayerNorm(d, eps=eps), scale()
         self.mlp = Mlp(d, int(d * cfg.mlp_ratio), cfg.dropout)
 

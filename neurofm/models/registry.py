@@ -132,7 +132,7 @@ def _resolve(source, cache_dir=None) -> Path:
     """A checkpoint folder from a folder, a file in it, a registered name or 'hf://repo'."""
     text = str(source)
     if text.startswith("hf://"):
-        return _hub_download(text[len("hf://"):], cache_dir)
+        return _hub_download(text[len("hf://") :], cache_dir)
     path = Path(source).expanduser()
     if path.is_file():
         if path.suffix.lower() in PICKLE_SUFFIXES:
@@ -168,9 +168,13 @@ def read_config(path) -> dict:
     try:
         config = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as err:
-        raise NeurofmError(f"{cfg_path} is not valid JSON ({err}): the checkpoint is corrupt") from err
+        raise NeurofmError(
+            f"{cfg_path} is not valid JSON ({err}): the checkpoint is corrupt"
+        ) from err
     if config.get("format") != FORMAT:
-        raise NeurofmError(f"{cfg_path} is not a neurofm encoder config (format {config.get('format')!r})")
+        raise NeurofmError(
+            f"{cfg_path} is not a neurofm encoder config (format {config.get('format')!r})"
+        )
     if config.get("format_version", 0) > FORMAT_VERSION:
         raise NeurofmError(
             f"{cfg_path} has format version {config['format_version']}; this neurofm reads up "

@@ -45,7 +45,9 @@ def _split(edf: Path, root: Path) -> str | None:
 
 def read_tuh_csv(path: Path, *, keep_background: bool = False) -> list[Event]:
     """Events of a TUSZ ``.csv``/``.csv_bi`` file (``TERM`` rows apply to all channels)."""
-    rows = [ln for ln in Path(path).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    rows = [
+        ln for ln in Path(path).read_text().splitlines() if ln.strip() and not ln.startswith("#")
+    ]
     events = []
     for row in csv.DictReader(rows):
         label = row["label"].strip()
@@ -65,7 +67,9 @@ def read_tusz(root: Path, *, per_channel: bool = False, keep_background: bool = 
         label_file = edf.with_suffix(".csv" if per_channel else ".csv_bi")
         if not label_file.exists():  # older releases: only one of the two
             label_file = edf.with_suffix(".csv_bi" if per_channel else ".csv")
-        events = read_tuh_csv(label_file, keep_background=keep_background) if label_file.exists() else []
+        events = (
+            read_tuh_csv(label_file, keep_background=keep_background) if label_file.exists() else []
+        )
         if not per_channel and label_file.suffix == ".csv":  # collapse channels to terms
             events = [Event(e.onset, e.duration, e.label) for e in events]
         yield Recording(
@@ -101,7 +105,12 @@ def read_tuev(root: Path):
         events = []
         if rec.exists():
             for row in csv.reader(ln for ln in rec.read_text().splitlines() if ln.strip()):
-                ch, start, stop, code = int(row[0]), float(row[1]), float(row[2]), int(float(row[3]))
+                ch, start, stop, code = (
+                    int(row[0]),
+                    float(row[1]),
+                    float(row[2]),
+                    int(float(row[3])),
+                )
                 events.append(Event(start, stop - start, TUEV_CODES.get(code, str(code)),
                                     TCP_MONTAGE[ch] if ch < len(TCP_MONTAGE) else str(ch)))  # fmt: skip
         subject = edf.parent.name if _split(edf, Path(root)) else _parts(edf)[0]
