@@ -26,6 +26,24 @@ def test_sdpa_matches_math_with_padding():
     assert torch.isfinite(fused).all()  # the fully padded item does not produce NaN
 
 
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_flex_matches_math_with_padding():
+    """FlexAttention (eager here, compiled on CUDA) with the key-padding mask as a block
+    mask: the math path's outputs, finite for a fully padded item (its backward needs
+    CUDA, so gradients are not checked here); it has no dropout."""
+    from neurofm.models.attention import has_flex
+
+    if not has_flex():
+        pytest.skip("this torch has no FlexAttention")
+    q, k, v = _qkv()
+    mask = _mask()
+    flex, ref = attend(q, k, v, mask, impl="flex"), attend(q, k, v, mask, impl="math")
+    torch.testing.assert_close(flex, ref, atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(flex).all()
+    with pytest.raises(ValueError, match="no attention dropout"):
+        attend(q, k, v, mask, impl="flex", dropout_p=0.1)
+
+
 def test_padding_keys_are_ignored():
     q, k, v = _qkv()
     mask = _mask()

@@ -545,13 +545,21 @@ def test_bench_script_runs(tmp_path):
     assert plot.stat().st_size > 10_000  # a rendered figure, not an empty file
 
 
-def test_flash_attn_impl_falls_back_to_sdpa(tiny):
-    """Where flash-attn is absent or cannot apply (CPU, fp32, padding) results equal SDPA."""
-    flash = create_model("eeg-tiny", impl="flash_attn").eval()
-    flash.load_state_dict(tiny.state_dict())
+@pytest.mark.parametrize("impl", ["flash_attn", "flex"])
+def test_cuda_kernels_fall_back_to_sdpa(tiny, impl, caplog, monkeypatch):
+    """Where flash-attn or FlexAttention cannot apply (here: CPU, fp32, padding) results
+    equal SDPA's, and the log says why, once."""
+    from neurofm.models import attention
+
+    monkeypatch.setattr(attention, "_warned", set())  # as in a fresh process
+    model = create_model("eeg-tiny", impl=impl).eval()
+    model.load_state_dict(tiny.state_dict())
     batch = collate([make_tokens(CHB[:3]), make_tokens(CHB[:5], seed=1)])
-    with torch.no_grad():
-        torch.testing.assert_close(flash(batch).pooled, tiny(batch).pooled)
+    with torch.no_grad(), caplog.at_level("INFO", logger="neurofm"):
+        torch.testing.assert_close(model(batch).pooled, tiny(batch).pooled)
+        model(batch)
+    said = [r.getMessage() for r in caplog.records if "falls back to SDPA" in r.getMessage()]
+    assert len(said) == 1 and repr(impl) in said[0], said
 
 
 def test_compile_matches_eager_and_falls_back(monkeypatch, caplog):

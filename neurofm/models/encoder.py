@@ -60,7 +60,7 @@ class EncoderConfig(StrictConfig):
     layer_scale: float | None = Field(0.1, description="initial layer-scale value; None: off")
     norm_eps: float = 1e-6
     attention: Literal["full", "divided"] = "full"
-    impl: Literal["sdpa", "math", "flash_attn"] = "sdpa"
+    impl: Literal["sdpa", "math", "flash_attn", "flex"] = "sdpa"
     pad_head_dim: int = Field(0, ge=0, description="round head dim up to a multiple (flash)")
     cls_token: bool = True
     pooling: Literal["cls", "mean"] = "mean"
