@@ -13,7 +13,10 @@ Prints, for batch 64 of 23 channels x 10 one-second patches:
    to ``--plot`` (default ``out/encoder_length_sweep.png``);
 5. (CPU, Linux) the fp32 comparison again in a process whose glibc malloc keeps freed
    memory (GLIBC_TUNABLES mmap_max=0, no trimming): large tensors then stop costing
-   fresh zeroed pages on every call, which changes the reference's speed most.
+   fresh zeroed pages on every call, which changes the reference's speed most;
+6. (``--kernels``, default on CUDA) neurofm alone with each attention kernel (sdpa, flex,
+   flash_attn, math) and head padding (0 or 8): forward and training windows/s, and why a
+   kernel fell back to SDPA where it did.
 """
 
 from __future__ import annotations
@@ -140,6 +143,41 @@ def compare(args) -> dict:
     return results
 
 
+def kernels(args) -> list[dict]:
+    """neurofm alone with each attention kernel and head padding, same weights (bf16 on
+    CUDA, fp32 on CPU): does padding head dim 20 to 24 let flash kernels run, and which
+    kernel is fastest here. A kernel that does not apply falls back to SDPA (noted)."""
+    from neurofm.models import attention
+
+    device = args.device
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    _, model, _, tokens = build(args.batch, args.patches, device)
+    if device == "cuda":
+        model, tokens = model.to(torch.bfloat16), tokens.to(dtype=torch.bfloat16)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step():
+        model(tokens).tokens.float().pow(2).mean().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    rows = []
+    for impl in ("sdpa", "flex", "flash_attn", "math"):
+        for pad in (0, 8):
+            attention._warned.clear()
+            for blk in model.blocks:
+                blk.attn.impl, blk.attn.pad_to = impl, pad
+            model.eval()
+            with torch.inference_mode():
+                fwd = timeit(lambda: model(tokens), args.repeat, sync)
+            model.train()
+            trn = timeit(step, args.repeat, sync)
+            rows.append({"impl": impl, "pad_head_dim": pad, "forward_wps": args.batch / fwd,
+                         "train_wps": args.batch / trn,
+                         "fell_back": sorted(r for i, r in attention._warned if i == impl)})  # fmt: skip
+    return rows
+
+
 # ---------------------------------------------------------------------- length sweep
 def _rss_mib(field: str) -> float:
     """VmRSS (now) or VmHWM (peak) of this process in MiB, from /proc (Linux)."""
@@ -239,7 +277,8 @@ def tuned_malloc(args) -> dict | None:
     return json.loads(out.stdout.strip().splitlines()[-1])["fp32"]
 
 
-def report(results: dict, rows: list[dict], args, tuned: dict | None = None) -> None:
+def report(results: dict, rows: list[dict], args, tuned: dict | None = None,
+           kernel_rows: list[dict] | None = None) -> None:  # fmt: skip
     print(f"\nneurofm vs braindecode Labram, same weights (max |diff| "
           f"{results['max_abs_diff']:.1e}), batch {results['batch']}, "
           f"{len(CHANNELS)} ch x {args.patches} patches ({results['tokens']} tokens), "
@@ -266,6 +305,13 @@ def report(results: dict, rows: list[dict], args, tuned: dict | None = None) -> 
                   f"{tuned[name]['train_wps']:>12.1f}")  # fmt: skip
         print(f"{'fp32':<9} {'ratio':<12} {tuned['forward_ratio']:>13.2f}x "
               f"{tuned['train_ratio']:>11.2f}x")  # fmt: skip
+    if kernel_rows:
+        print(f"\nneurofm by attention kernel ({'bf16' if args.device == 'cuda' else 'fp32'})")
+        print(f"{'impl':<11} {'pad_head_dim':>12} {'forward win/s':>14} {'train win/s':>12}")
+        for r in kernel_rows:
+            note = f"  (SDPA: {'; '.join(r['fell_back'])})" if r["fell_back"] else ""
+            print(f"{r['impl']:<11} {r['pad_head_dim']:>12} {r['forward_wps']:>14.1f} "
+                  f"{r['train_wps']:>12.1f}{note}")  # fmt: skip
     if rows:
         print(
             f"\n{args.size}, training step (forward + backward), batch {args.sweep_batch}, "
@@ -294,6 +340,8 @@ def main(argv=None) -> None:
     p.add_argument("--plot", default="out/encoder_length_sweep.png", help="length sweep plot")
     p.add_argument("--precisions", nargs="*", choices=["fp32", "bf16"], help="default: both (CPU)")
     p.add_argument("--no-malloc-run", action="store_true", help="skip item 5 (tuned malloc)")
+    p.add_argument("--kernels", action=argparse.BooleanOptionalAction, default=None,
+                   help="item 6, each attention kernel and head padding (default: on CUDA)")  # fmt: skip
     p.add_argument("--compare-only", action="store_true", help=argparse.SUPPRESS)
     # one sweep point (internal)
     p.add_argument("--point", action="store_true", help=argparse.SUPPRESS)
@@ -311,14 +359,17 @@ def main(argv=None) -> None:
         print(json.dumps(results))
         return
     tuned = None if args.no_malloc_run or args.smoke else tuned_malloc(args)
+    run_kernels = args.kernels if args.kernels is not None else args.device == "cuda"
+    kernel_rows = kernels(args) if run_kernels else None
     rows = sweep(args) if args.lengths else []
-    report(results, rows, args, tuned)
+    report(results, rows, args, tuned, kernel_rows)
     if rows and args.plot:
         plot_sweep(rows, args.plot, f"{args.size} training step against window length, "
                    f"batch {args.sweep_batch}, {args.device}")  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"compare": results, "tuned_malloc": tuned, "sweep": rows}, f, indent=2)
+            json.dump({"compare": results, "tuned_malloc": tuned, "kernels": kernel_rows,
+                       "sweep": rows}, f, indent=2)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -538,10 +538,12 @@ def test_bench_script_runs(tmp_path):
 
     script = Path(__file__).resolve().parents[1] / "bench" / "encoder.py"
     plot = tmp_path / "sweep.png"
-    out = subprocess.run([sys.executable, str(script), "--smoke", "--plot", str(plot)],
+    out = subprocess.run([sys.executable, str(script), "--smoke", "--kernels", "--plot", str(plot)],
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     assert "ratio" in out.stdout and "divided MiB" in out.stdout
+    assert "by attention kernel" in out.stdout
+    assert "(SDPA: its compiled kernel needs CUDA" in out.stdout  # flex on CPU
     assert plot.stat().st_size > 10_000  # a rendered figure, not an empty file
 
 
