@@ -44,6 +44,33 @@ def test_flex_matches_math_with_padding():
         attend(q, k, v, mask, impl="flex", dropout_p=0.1)
 
 
+def test_flex_build_failure_falls_back_to_sdpa(monkeypatch, caplog):
+    """A compiled FlexAttention that fails at its first call (as inductor/Triton do for
+    unsupported head sizes) gives SDPA's result, logs why once, and is not retried."""
+    from neurofm.models import attention
+
+    if not attention.has_flex():
+        pytest.skip("this torch has no FlexAttention")
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("NoValidChoicesError: no kernel for head dim 20")
+
+    monkeypatch.setattr(attention, "_compiled", {"flex": broken})
+    monkeypatch.setattr(attention, "_warned", set())
+    q, k, v = _qkv()
+    mask = _mask()
+    with caplog.at_level("INFO", logger="neurofm"):
+        assert attention._flex(q, k, v, mask, 20**-0.5, compiled=True) is None
+        assert attention._flex(q, k, v, mask, 20**-0.5, compiled=True) is None
+    assert len(calls) == 1
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "no kernel for head dim 20" in said[0]
+    monkeypatch.setattr(attention, "_flex", lambda *a, **k: None)  # as on CUDA after that
+    torch.testing.assert_close(attend(q, k, v, mask, impl="flex"), attend(q, k, v, mask))
+
+
 def test_padding_keys_are_ignored():
     q, k, v = _qkv()
     mask = _mask()

@@ -56,12 +56,18 @@ def _fallback(impl: str, reason: str) -> None:
         logger.info("attention impl %r falls back to SDPA: %s", impl, reason)
 
 
-def _flex(q, k, v, key_mask, scale):
-    """FlexAttention on (B, H, L, D): compiled once on CUDA, eager (unfused) elsewhere."""
+def _flex(q, k, v, key_mask, scale, compiled: bool | None = None):
+    """FlexAttention on (B, H, L, D): compiled once (default: on CUDA), eager (unfused)
+    otherwise. None when the compiled kernel fails to build (it is then not tried again
+    in this process; inductor and Triton report such failures at the first call, e.g.
+    for head sizes they do not support)."""
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
+    compiled = q.is_cuda if compiled is None else compiled
+    if compiled and "flex_failed" in _compiled:
+        return None
     kernel = flex_attention
-    if q.is_cuda:
+    if compiled:
         if "flex" not in _compiled:
             _compiled["flex"] = torch.compile(flex_attention)
         kernel = _compiled["flex"]
@@ -74,7 +80,14 @@ def _flex(q, k, v, key_mask, scale):
 
         block_mask = create_block_mask(real_key, keep.shape[0], None, q.shape[-2], k.shape[-2],
                                        device=q.device)  # fmt: skip
-    return kernel(q, k, v, block_mask=block_mask, scale=scale)
+    if not compiled:
+        return kernel(q, k, v, block_mask=block_mask, scale=scale)
+    try:
+        return kernel(q, k, v, block_mask=block_mask, scale=scale)
+    except Exception as err:  # a kernel that cannot be built: SDPA from now on
+        _compiled["flex_failed"] = f"{type(err).__name__}: {str(err)[:200]}"
+        _fallback("flex", f"the compiled kernel failed ({_compiled['flex_failed']})")
+        return None
 
 
 def has_flex() -> bool:
@@ -98,15 +111,18 @@ def attend(q, k, v, key_mask=None, *, impl: str = "sdpa", dropout_p: float = 0.0
            scale: float | None = None) -> torch.Tensor:  # fmt: skip
     """Scaled dot-product attention of (B, H, L, D) tensors; ``key_mask`` (B, L) bool."""
     mask = _safe_mask(key_mask)
+    if impl == "flex":
+        if dropout_p:
+            raise ValueError("impl='flex' has no attention dropout: use 'sdpa' or 'math'")
+        out = _flex(q, k, v, key_mask, scale if scale is not None else q.shape[-1] ** -0.5)
+        if out is not None:
+            return out
+        impl = "sdpa"  # the compiled kernel failed to build (logged once)
     if impl == "sdpa":
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale
         )
     scale = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
-    if impl == "flex":
-        if dropout_p:
-            raise ValueError("impl='flex' has no attention dropout: use 'sdpa' or 'math'")
-        return _flex(q, k, v, key_mask, scale)
     if impl != "math":
         raise ValueError(f"attention impl must be one of {IMPLS}, got {impl!r}")
     scores = (q @ k.transpose(-2, -1)) * scale
