@@ -11,7 +11,8 @@ One layer, two paths that must agree (``tests/test_attention.py``):
   mask as a block mask (blocks of padded keys are skipped, which pays off in batches that
   mix montages). CUDA only: on CPU the compiled kernel was measured 3x slower than SDPA's
   (10.5 against 3.4 ms for 8 LaBraM-base windows), so there it falls back to SDPA, said
-  once in the log. ``attend(..., impl="flex")`` runs it anywhere (eagerly off CUDA).
+  once in the log, as it does for good if the compiled kernel fails to build.
+  ``attend(..., impl="flex")`` runs it anywhere (eagerly off CUDA).
 
 Masks come from ``Tokens.mask`` flattened to a sequence: True for real tokens. A
 sequence with no real key at all (a fully padded batch item) would make softmax
