@@ -179,19 +179,11 @@ def kernels(args) -> list[dict]:
 
 
 # ---------------------------------------------------------------------- length sweep
-def _rss_mib(field: str) -> float:
-    """VmRSS (now) or VmHWM (peak) of this process in MiB, from /proc (Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def one_point(args) -> dict:
     """One (attention, seconds) point, run in a fresh process: time and peak RSS."""
     from neurofm.models import create_model
     from neurofm.tokens import Tokens
-    from neurofm.utils import peak_rss_mib
+    from neurofm.utils import peak_rss_mib, rss_mib
 
     torch.manual_seed(0)
     extra = {"cls_token": False} if args.attention == "divided" else {}
@@ -203,7 +195,7 @@ def one_point(args) -> dict:
         mask=torch.ones(B, S, N, dtype=torch.bool),
     ).to(args.device)  # fmt: skip
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
-    base = _rss_mib("VmRSS")
+    base = rss_mib()
     reset_peak = Path("/proc/self/clear_refs")
     if reset_peak.exists():  # Linux: restart VmHWM (peak RSS) from the current RSS
         reset_peak.write_text("5")

@@ -45,19 +45,33 @@ def check_option(name: str, value, allowed) -> None:
         )
 
 
+def _proc_status_mib(field: str) -> float | None:
+    """A memory field of /proc/self/status (``VmRSS``, ``VmHWM``) in MiB; None off Linux."""
+    from pathlib import Path
+
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+def rss_mib() -> float:
+    """This process's resident memory now, in MiB (Linux; NaN elsewhere)."""
+    now = _proc_status_mib("VmRSS")
+    return float("nan") if now is None else now
+
+
 def peak_rss_mib() -> float:
     """This process's peak resident memory in MiB (Linux VmHWM; ru_maxrss elsewhere).
 
     ``ru_maxrss`` survives ``exec``, so a child process started from a big parent would
     report the parent's peak; VmHWM belongs to the process's own address space.
     """
-    from pathlib import Path
-
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
+    peak = _proc_status_mib("VmHWM")
+    if peak is not None:
+        return peak
     import resource
     import sys
 

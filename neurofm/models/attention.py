@@ -38,7 +38,7 @@ from torch import nn
 from ..utils import logger
 
 IMPLS = ("sdpa", "math", "flash_attn", "flex")
-_warned: set[str] = set()
+_warned: set[tuple[str, str]] = set()  # (impl, reason) already logged
 _compiled: dict[str, object] = {}
 
 
@@ -81,11 +81,11 @@ def _flex(q, k, v, key_mask, scale, compiled: bool | None = None):
 
         block_mask = create_block_mask(real_key, keep.shape[0], None, q.shape[-2], k.shape[-2],
                                        device=q.device)  # fmt: skip
-    if not compiled:
-        return kernel(q, k, v, block_mask=block_mask, scale=scale)
     try:
         return kernel(q, k, v, block_mask=block_mask, scale=scale)
-    except Exception as err:  # a kernel that cannot be built: SDPA from now on
+    except Exception as err:  # a compiled kernel that cannot be built: SDPA from now on
+        if not compiled:
+            raise
         _compiled["flex_failed"] = f"{type(err).__name__}: {str(err)[:200]}"
         _fallback("flex", f"the compiled kernel failed ({_compiled['flex_failed']})")
         return None
@@ -112,10 +112,11 @@ def attend(q, k, v, key_mask=None, *, impl: str = "sdpa", dropout_p: float = 0.0
            scale: float | None = None) -> torch.Tensor:  # fmt: skip
     """Scaled dot-product attention of (B, H, L, D) tensors; ``key_mask`` (B, L) bool."""
     mask = _safe_mask(key_mask)
+    scale = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])  # SDPA's default
     if impl == "flex":
         if dropout_p:
             raise ValueError("impl='flex' has no attention dropout: use 'sdpa' or 'math'")
-        out = _flex(q, k, v, key_mask, scale if scale is not None else q.shape[-1] ** -0.5)
+        out = _flex(q, k, v, key_mask, scale)
         if out is not None:
             return out
         impl = "sdpa"  # the compiled kernel failed to build (logged once)
@@ -123,7 +124,6 @@ def attend(q, k, v, key_mask=None, *, impl: str = "sdpa", dropout_p: float = 0.0
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale
         )
-    scale = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
     if impl != "math":
         raise ValueError(f"attention impl must be one of {IMPLS}, got {impl!r}")
     scores = (q @ k.transpose(-2, -1)) * scale
