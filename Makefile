@@ -1,15 +1,27 @@
-# Two commands on a fresh machine: `make demo` and `make test`. Both build .venv first.
+# Two commands on a fresh machine: `make demo` and `make test`. Both build .venv first,
+# from the lock (requirements/dev.lock: exact versions and hashes of every package), so
+# a new release on the registry never changes what a fresh clone gets. `make lock`
+# refreshes the lock from pyproject.toml's [dev] extras and constraints.txt.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := requirements/dev.lock
+# `make lock` keeps today's pins where they still satisfy pyproject.toml; UPGRADE=1 moves
+# every package to its newest allowed release.
+UPGRADE ?=
+LOCK_FLAGS := --extra dev -c constraints.txt --universal --python-version 3.11 --generate-hashes
+UV_TOOL := .venv-lock/bin/uv
 
-.PHONY: demo test lint bench venv clean
+.PHONY: demo test lint bench venv lock clean
 
-$(STAMP): pyproject.toml constraints.txt
+# A changed lock rebuilds the environment from scratch: what is installed is exactly the lock.
+$(STAMP): $(LOCK) pyproject.toml
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q --require-hashes -r $(LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m neurofm.devcheck
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -19,7 +31,7 @@ demo: $(STAMP)  ## read the bundled sample recording, print and plot its token g
 
 test: $(STAMP)  ## lint, then the whole test suite
 	$(PY) -m ruff check neurofm tests bench
-	$(PY) -m pytest -q
+	NEUROFM_REQUIRE_BASELINES=1 $(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(PY) -m ruff check neurofm tests bench
@@ -31,5 +43,14 @@ bench: $(STAMP)  ## performance figures (see README)
 	$(PY) bench/fmri.py
 	$(PY) bench/dataloader.py
 
+# uv resolves the lock; it lives in its own small venv so that a broken lock can always be
+# regenerated without first installing from it.
+$(UV_TOOL):
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install -q uv
+
+lock: $(UV_TOOL)  ## re-resolve requirements/dev.lock (UPGRADE=1: newest allowed releases)
+	$(UV_TOOL) pip compile pyproject.toml $(LOCK_FLAGS) $(if $(UPGRADE),--upgrade) -o $(LOCK)
+
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) .venv-lock out .pytest_cache

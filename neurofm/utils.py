@@ -1,48 +1,26 @@
-"""Input validation in MNE's style: errors name the problem and the fix."""
+"""Small utilities: memory readings and atomic writes. Errors live in neurofm.errors."""
 
 from __future__ import annotations
 
-import difflib
-import logging
-
-logger = logging.getLogger("neurofm")
-
-
-class NeurofmError(ValueError):
-    """Bad input: the message says what is wrong and what to do about it."""
-
-
-class EEGReadError(NeurofmError, OSError):
-    """A recording could not be read."""
-
-
-class ChannelError(NeurofmError):
-    """Channel names or types that cannot be placed on the token grid."""
-
-
-class UnitsError(NeurofmError):
-    """Signal amplitudes that say the units are wrong."""
-
-
-class SignalError(NeurofmError):
-    """NaNs, flat channels or recordings too short for the recipe."""
-
-
-def did_you_mean(word: str, options) -> str:
-    """' (did you mean 'sfreq'?)' or '' when nothing is close."""
-    options = [str(o) for o in options]
-    lower = {o.lower(): o for o in options}
-    close = difflib.get_close_matches(str(word).lower(), list(lower), n=1, cutoff=0.6)
-    return f" (did you mean {lower[close[0]]!r}?)" if close else ""
-
-
-def check_option(name: str, value, allowed) -> None:
-    """Raise when ``value`` is not one of ``allowed``, suggesting the closest option."""
-    if value not in allowed:
-        raise NeurofmError(
-            f"invalid {name} {value!r}{did_you_mean(value, allowed)}; "
-            f"allowed: {', '.join(map(repr, allowed))}"
-        )
+# The error vocabulary lives in neurofm.errors; these names stay importable from here.
+from .errors import (  # noqa: F401
+    ChannelError,
+    CheckpointError,
+    ConfigError,
+    EEGReadError,
+    NeurofmError,
+    NeurofmWarning,
+    ShardError,
+    SignalError,
+    SignalWarning,
+    UnitsError,
+    check_finite,
+    check_option,
+    did_you_mean,
+    logger,
+    validate_type,
+    warn,
+)
 
 
 def _proc_status_mib(field: str) -> float | None:

@@ -41,3 +41,61 @@ def sine():
         return np.repeat((amp * np.sin(2 * np.pi * freq * t))[None], n_channels, axis=0)
 
     return make
+
+
+# --- property-based tests (hypothesis): fixed seed in CI, longer on request -------------
+def _hypothesis_profiles():
+    import os
+
+    from hypothesis import HealthCheck, settings
+
+    common = dict(
+        deadline=None,  # per-case hangs are caught by tests/fuzz.py's alarm instead
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+        print_blob=True,
+    )
+    settings.register_profile("ci", derandomize=True, max_examples=25, **common)
+    settings.register_profile("long", max_examples=500, **common)
+    name = os.environ.get("NEUROFM_FUZZ", "ci")
+    examples = os.environ.get("NEUROFM_FUZZ_EXAMPLES")
+    if examples:
+        settings.register_profile(
+            "custom", settings.get_profile(name), max_examples=int(examples)
+        )
+        name = "custom"
+    settings.load_profile(name)
+
+
+_hypothesis_profiles()
+
+
+def pytest_terminal_summary(terminalreporter):
+    import sys
+
+    fuzz = sys.modules.get("fuzz") or sys.modules.get("tests.fuzz")
+    if fuzz and sum(fuzz.COUNTS.values()):
+        c = fuzz.COUNTS
+        terminalreporter.write_line(
+            f"fuzz: {sum(c.values())} generated bad-input cases: {c['ok']} correct data, "
+            f"{c['warning']} named warnings, {c['error']} neurofm errors"
+        )
+
+
+# --- the dev environment: braindecode must import (reference models, baselines) ---------
+def pytest_sessionstart(session):
+    """One clear failure, not six tracebacks from inside torchaudio.
+
+    A broken braindecode import (torch/torchaudio mismatch) always stops the run here. A
+    missing braindecode stops it in CI (``CI`` set) and under ``make test``; elsewhere the
+    tests that need it skip with the reason.
+    """
+    import os
+
+    from neurofm.devcheck import braindecode_problem
+
+    problem = braindecode_problem()
+    if problem is None:
+        return
+    missing = problem.startswith("braindecode is not installed")
+    if not missing or os.environ.get("CI") or os.environ.get("NEUROFM_REQUIRE_BASELINES"):
+        pytest.exit(f"dev environment check failed: {problem}", returncode=3)
