@@ -59,9 +59,7 @@ def _hypothesis_profiles():
     name = os.environ.get("NEUROFM_FUZZ", "ci")
     examples = os.environ.get("NEUROFM_FUZZ_EXAMPLES")
     if examples:
-        settings.register_profile(
-            "custom", settings.get_profile(name), max_examples=int(examples)
-        )
+        settings.register_profile("custom", settings.get_profile(name), max_examples=int(examples))
         name = "custom"
     settings.load_profile(name)
 

@@ -45,9 +45,7 @@ class Outcome:
 @contextlib.contextmanager
 def time_limit(seconds: float = CASE_SECONDS):
     """Raise ``Hang`` when the block runs longer than ``seconds`` (main thread, POSIX)."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(
-        signal, "SIGALRM"
-    ):
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGALRM"):
         yield
         return
 
