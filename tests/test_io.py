@@ -15,6 +15,9 @@ COMPANION = (EEGReadError, "not a recording to open on its own")
 # Every file under ../shared/data/eeg and what must happen to it.
 EXPECTED = {
     "eegmmidb/S001R0?.edf": "tokens",
+    "eegmat/Subject*_[12].edf": "tokens",
+    "eegmat/subject-info.csv": (EEGReadError, "unknown EEG file type"),
+    "chbmit/chb01_03_*Seizure.edf": "tokens",
     "eegmmidb/*.edf.event": COMPANION,
     "formats/BDF/multiple_annotation_chans.bdf": "tokens",
     "formats/BrainVision/Analyzer_nV_Export.vhdr": (SignalError, "shorter than one window"),
