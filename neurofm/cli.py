@@ -1,4 +1,8 @@
-"""Command line: ``neurofm demo``, ``neurofm info FILE``."""
+"""Command line: ``neurofm demo | info FILE | models | preprocess CONFIG``.
+
+Bad input (a ``NeurofmError``: a config that does not validate, an unreadable file) is
+one clean ``error: ...`` on stderr and exit status 2, never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ def sample_path() -> Path:
     return Path(str(resources.files("neurofm").joinpath("sample_data/S001R03.edf")))
 
 
-def plot_tokens(raw, tokens, path: Path, title: str) -> Path:
+def plot_tokens(raw, tokens, path: Path, title: str, sfreq: float) -> Path:
     """Two panels: the first window's traces, and RMS per token over the whole grid."""
     import matplotlib
 
@@ -29,7 +33,7 @@ def plot_tokens(raw, tokens, path: Path, title: str) -> Path:
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(14, 7), gridspec_kw={"width_ratios": [1, 1.4]})
     shown = list(range(0, len(names), max(1, len(names) // 12)))
     window = x[0].reshape(x.shape[1], -1)
-    t = np.arange(window.shape[1]) / (x.shape[3] / float(tokens.t[0, 1] - tokens.t[0, 0]))
+    t = np.arange(window.shape[1]) / sfreq
     for k, s in enumerate(shown):
         ax0.plot(t, window[s] / 4 - 3 * k, lw=0.6, color="k")
     ax0.set_yticks([-3 * k for k in range(len(shown))], [names[s] for s in shown])
@@ -69,18 +73,27 @@ def _encode(tokens, name: str = "eeg-base") -> None:
           f"in {seconds:.2f} s ({len(tokens) / seconds:.0f} windows/s)")  # fmt: skip
 
 
-def _preprocess(config_path: Path, workers: int | None) -> int:
+def _preprocess(args) -> int:
     import json
 
-    from neurofm.data import load_config, preprocess_corpus
+    from neurofm.config import load_config
+    from neurofm.data import CorpusConfig, preprocess_corpus
 
-    config = load_config(config_path)
-    if workers:
-        config = config.replace(workers=workers)
+    overrides = list(args.set)
+    if args.workers is not None:
+        overrides.append(f"workers={args.workers}")
+    if args.overwrite:
+        overrides.append("overwrite=true")
+    config = load_config(args.config, CorpusConfig, overrides)
     stats = preprocess_corpus(config, progress=sys.stderr.isatty())
     print(f"{config.dataset}: {stats['recordings']} recordings, {stats['windows']} windows "
           f"({stats['hours']:g} h), {stats['subjects']} subjects, "
           f"{len(stats['channels_seen'])} channels, {stats['failures']} failures -> {config.out}")  # fmt: skip
+    dropped = stats["dropped"]
+    if dropped["recordings"]:
+        print(f"note: {dropped['seconds']:g} s at the ends of {dropped['recordings']} recordings "
+              f"fill no whole {config.recipe.window_seconds:g} s window and are not in the "
+              "shards (per recording: stats.json 'dropped')")  # fmt: skip
     print(json.dumps({"window_labels": stats["window_labels"]}))
     return 0 if stats["recordings"] else 2
 
@@ -115,7 +128,8 @@ def _describe(path, out: Path | None, recipe=None, encode: bool = False) -> int:
     print(f"{tokens}\n  x {tuple(tokens.x.shape)}  space {tuple(tokens.space.shape)}  "
           f"pos {tuple(tokens.pos.shape)}  t {tuple(tokens.t.shape)}  mask {tuple(tokens.mask.shape)}")  # fmt: skip
     print(f"  first ids {tokens.space[0, :6].tolist()} for {list(tokens.names[0][:6])}")
-    print(f"  patch starts (s) of window 1: {tokens.t[1].tolist()}")
+    w = min(1, B - 1)  # a recording may give one window
+    print(f"  patch starts (s) of window {w}: {tokens.t[w].tolist()}")
     print(f"  amplitude: median |x| {tokens.x.abs().median():.3f} model units")
     if encode:
         _encode(tokens)
@@ -126,6 +140,7 @@ def _describe(path, out: Path | None, recipe=None, encode: bool = False) -> int:
             tokens,
             out / f"{Path(path).stem}_tokens.png",
             f"{Path(path).name}: {B}x{S}x{N}x{P}",
+            recipe.sfreq,
         )
         print(f"plot: {png}")
     return 0
@@ -145,12 +160,16 @@ def main(argv=None) -> int:
     prep = sub.add_parser("preprocess", help="shard a corpus: reader + Recipe + windows (YAML)")
     prep.add_argument("config", type=Path, help="e.g. configs/preprocess/chbmit.yaml")
     prep.add_argument("--workers", type=int, default=None, help="override the config's workers")
+    prep.add_argument("--overwrite", action="store_true",
+                      help="redo shards made with another recipe or reader option")  # fmt: skip
+    prep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a config value, e.g. --set recipe.notch=50 (repeatable)")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    from neurofm.utils import NeurofmError
+    from neurofm.errors import NeurofmError
 
     try:
         if args.command == "demo":
@@ -158,7 +177,7 @@ def main(argv=None) -> int:
         if args.command == "models":
             return _models()
         if args.command == "preprocess":
-            return _preprocess(args.config, args.workers)
+            return _preprocess(args)
         return _describe(args.path, args.out, encode=args.encode)
     except NeurofmError as err:
         print(f"error: {err}", file=sys.stderr)

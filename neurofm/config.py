@@ -1,15 +1,26 @@
-"""Configuration models: strict, frozen pydantic models whose typos get suggestions.
+"""Configuration models and the one YAML loader.
 
-Every config a user writes (a :class:`~neurofm.Recipe`, a model config, later the YAML
-recipes of ``neurofm pretrain``/``finetune``) derives from :class:`StrictConfig`, so an
+Every config a user writes (a :class:`~neurofm.Recipe`, a model config, the YAML files of
+``neurofm preprocess``/``pretrain``/``finetune``) derives from :class:`StrictConfig`, so an
 unknown key fails with the closest valid key instead of being silently ignored.
+:func:`load_config` reads a YAML file (or takes a mapping), applies ``key.sub=value``
+overrides and validates: every problem comes back as one line of a
+:class:`~neurofm.errors.ConfigError`, never as a raw pydantic error.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, model_validator
+import copy
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TypeVar
 
-from .utils import did_you_mean
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from .errors import ConfigError, did_you_mean
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 class StrictConfig(BaseModel):
@@ -21,13 +32,102 @@ class StrictConfig(BaseModel):
     @classmethod
     def _suggest(cls, data):
         if isinstance(data, dict):
-            for key in data:
-                if key not in cls.model_fields:
-                    raise ValueError(
-                        f"unknown {cls.__name__} field {key!r}{did_you_mean(key, cls.model_fields)}"
-                    )
+            unknown = [key for key in data if key not in cls.model_fields]
+            if unknown:  # one line per unknown key; load_config splits them
+                raise ValueError("\n".join(
+                    f"unknown {cls.__name__} field {key!r}{did_you_mean(key, cls.model_fields)}"
+                    for key in unknown
+                ))  # fmt: skip
         return data
 
     def replace(self, **changes):
         """A validated copy with some fields changed."""
         return type(self)(**{**self.model_dump(), **changes})
+
+
+def _read_yaml(path: Path) -> object:
+    from omegaconf import OmegaConf
+
+    if not path.is_file():
+        raise ConfigError(f"config {path} does not exist: give the path of a YAML file")
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except Exception as err:  # YAML syntax, interpolation: all the user's file
+        reason = " ".join(str(err).split())
+        raise ConfigError(f"{path} is not readable YAML: {reason}") from None
+
+
+def _apply_override(data: dict, item: str) -> None:
+    """``"recipe.sfreq=250"`` into ``data`` (the value parsed as YAML: 250, [1, 2], null)."""
+    import yaml
+
+    key, sep, text = str(item).partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} is not KEY=VALUE (e.g. recipe.sfreq=250)")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    *parents, leaf = key.strip().split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is not a mapping")
+    node[leaf] = value
+
+
+def _where(loc: tuple, data) -> str:
+    """The part of a pydantic location that exists in the input (drops union member tags)."""
+    parts, node = [], data
+    for part in loc:
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list | tuple) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            break
+        parts.append(str(part))
+    return ".".join(parts)
+
+
+def config_problems(err: ValidationError, data) -> list[str]:
+    """One line per problem of a pydantic error: ``key.sub: message (got value)``."""
+    by_place: dict[str, list[str]] = {}
+    for e in err.errors(include_url=False):
+        place = _where(e["loc"], data)
+        msg = e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        got = "" if e["type"] in ("value_error", "missing") else f" (got {e['input']!r:.60})"
+        for line in msg.splitlines():
+            entry = line + got
+            if entry not in by_place.setdefault(place, []):
+                by_place[place].append(entry)
+    return [f"{place}: " * bool(place) + " or ".join(msgs) for place, msgs in by_place.items()]
+
+
+def load_config(source, model: type[Model], overrides=()) -> Model:
+    """Read and validate a config: a YAML path (OmegaConf syntax, ``${...}``) or a mapping.
+
+    ``overrides`` are ``"key.sub=value"`` strings applied on top (values parsed as YAML).
+    Raises :class:`~neurofm.errors.ConfigError` with one line per problem.
+    """
+    is_path = isinstance(source, str | os.PathLike)
+    name = str(source) if is_path else model.__name__
+    data = _read_yaml(Path(source).expanduser()) if is_path else source
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{name} holds a {type(data).__name__} at the top level: a config is a mapping "
+            f"of keys ({', '.join(list(model.model_fields)[:4])}, ...), one 'key: value' a line"
+        )
+    data = copy.deepcopy(dict(data))
+    for item in [overrides] if isinstance(overrides, str) else overrides:
+        _apply_override(data, item)
+    bad = [k for k in data if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"{name}: key {bad[0]!r} is not a name: keys are words such as 'out'")
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError("\n".join(f"{name}: {p}" for p in config_problems(err, data))) from None

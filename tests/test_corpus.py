@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
+from neurofm.config import load_config
 from neurofm.data import (
     CorpusConfig,
     ShardDataset,
     check_no_overlap,
-    load_config,
     make_splits,
     preprocess_corpus,
 )
@@ -70,7 +70,7 @@ def test_preprocess_writes_shards_index_and_stats(corpus):
     assert stats["channels_seen"]["Fp1-F7"] == 6 and stats["hours"] == pytest.approx(0.05)
     meta = json.loads((out / "shards" / "chb01_01" / "meta.json").read_text())
     assert meta["window_labels"] == ["bckg", "seizure", "bckg"]
-    assert meta["subject"] == "chb01" and meta["source_size"] > 0
+    assert meta["subject"] == "chb01" and meta["made_with"]["source"]["files"][0][1] > 0
     x = np.load(out / "shards" / "chb01_01" / "x.npy", mmap_mode="r")
     assert x.shape == (3, 10, 10, 200) and x.dtype == np.float16
     assert np.load(out / "shards" / "chb01_01" / "t.npy").tolist()[1][0] == 10.0
@@ -183,10 +183,10 @@ def test_config_typos_and_missing_index(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("dataset: chbmit\nroot: x\nout: y\nworkrs: 2\n")
     with pytest.raises(NeurofmError, match="did you mean 'workers'"):
-        load_config(cfg)
+        load_config(cfg, CorpusConfig)
     cfg.write_text("dataset: chbmit\nroot: x\nout: y\nrecipe: {sfrq: 200}\n")
     with pytest.raises(NeurofmError, match="did you mean 'sfreq'"):
-        load_config(cfg)
+        load_config(cfg, CorpusConfig)
     with pytest.raises(NeurofmError, match="neurofm preprocess"):
         ShardDataset(tmp_path)
 
@@ -205,5 +205,5 @@ def test_shipped_configs_are_valid(path):
     """Every example config parses, names a known dataset and builds its Recipe."""
     from neurofm.io.datasets import DATASETS
 
-    config = load_config(path)
+    config = load_config(path, CorpusConfig)
     assert config.dataset in DATASETS and config.recipe.window_len > 0

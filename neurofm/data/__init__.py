@@ -1,14 +1,14 @@
 """Corpora on disk: shards written by ``neurofm preprocess``, streamed for training."""
 
 from .dataset import ShardDataset
-from .shards import CorpusConfig, load_config, preprocess_corpus, write_shard
+from .shards import CorpusConfig, ShardWarning, preprocess_corpus, write_shard
 from .splits import check_no_overlap, make_splits
 
 __all__ = [
     "CorpusConfig",
     "ShardDataset",
+    "ShardWarning",
     "check_no_overlap",
-    "load_config",
     "make_splits",
     "preprocess_corpus",
     "write_shard",

@@ -10,6 +10,17 @@ Every shard goes to exactly one (rank, worker) slot: ``torchrun`` ranks (``RANK`
 ``WORLD_SIZE``, or ``torch.distributed``) and DataLoader workers see disjoint windows
 whose union is the corpus. Shuffling is seeded (``seed`` + ``set_epoch``): shard order,
 then windows inside a buffer that mixes ``mix`` shards at a time.
+
+**Checksums.** ``index.csv`` is checked against ``stats.json`` when the dataset is made
+(a mismatch raises ``ShardError``). Each shard is verified completely (``meta.json``'s own
+checksum, then the size and SHA-256 of every file) the first time a process opens it; a
+process that reads a shard reads all of it anyway, so this at most doubles the first
+read. ``verify=False`` checks ``meta.json`` only.
+
+**Damaged shards** are skipped with a :class:`~neurofm.data.ShardWarning` naming the
+shard and the damage, once per process; when more than ``max_damaged`` shards (default
+1% of the corpus, at least 1) are damaged in one reading process, iteration raises
+``ShardError`` instead. To repair, delete ``shards/<id>`` and rerun ``neurofm preprocess``.
 """
 
 from __future__ import annotations
@@ -22,9 +33,12 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ..errors import NeurofmError, ShardError, warn
 from ..tokens import Tokens, collate
-from ..utils import NeurofmError
-from .shards import INDEX, SHARDS
+from .shards import INDEX, SHARDS, STATS, ShardWarning, file_sha256, read_meta, verify_shard
+
+#: shards verified in this process: (folder, meta.json mtime_ns, x.npy size)
+_VERIFIED: set[tuple[str, int, int]] = set()
 
 
 def _rank_world() -> tuple[int, int]:
@@ -49,30 +63,31 @@ class ShardDataset(IterableDataset):
     bucket : bool
         Batch windows of one montage together (no padding) instead of mixing shards.
     rank, world_size : override the distributed set-up (default: from the environment).
+    verify : bool
+        Check every file's SHA-256 when a process first opens a shard (module docstring).
+    max_damaged : int | None
+        Damaged shards skipped with a warning before iteration raises ``ShardError``
+        (default: 1% of the shards, at least 1).
     """
 
     def __init__(self, root, *, split: str | None = None, shuffle: bool = True, seed: int = 0,
                  batch_size: int = 64, mix: int = 4, bucket: bool = False,
-                 rank: int | None = None, world_size: int | None = None):  # fmt: skip
-        import pandas as pd
-
+                 rank: int | None = None, world_size: int | None = None, verify: bool = True,
+                 max_damaged: int | None = None):  # fmt: skip
         self.root = Path(root)
-        index_path = self.root / INDEX
-        if not index_path.exists():
-            raise NeurofmError(f"{self.root} has no {INDEX}: run `neurofm preprocess` first")
-        index = pd.read_csv(index_path, dtype={"subject": str, "session": str, "split": str})
-        splits_file = self.root / "splits.json"
-        if splits_file.exists():
-            by_subject = json.loads(splits_file.read_text())["subjects"]
-            index["split"] = index.subject.map(by_subject).fillna(index["split"])
+        index = _read_index(self.root)
         if split is not None:
             index = index[index["split"] == split]
             if index.empty:
                 raise NeurofmError(f"no shards in split {split!r} under {self.root}")
         self.index = index.reset_index(drop=True)
+        self._n_windows = dict(zip(self.index.id, self.index.n_windows, strict=True))
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
         self.batch_size, self.mix, self.bucket = batch_size, mix, bucket
         self._rank, self._world = rank, world_size
+        self.verify = verify
+        self.max_damaged = max(1, len(index) // 100) if max_damaged is None else max_damaged
+        self._damaged: dict[str, str] = {}  # shard -> why, in this process
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -97,12 +112,50 @@ class ShardDataset(IterableDataset):
         slot, slots = self._slot()
         return ids[slot::slots]
 
-    def _windows(self, shard: str):
+    def _open(self, shard: str, n_windows: int):
+        """(meta, memory-mapped arrays, static arrays), verified; raises ``ShardError``."""
         d = self.root / SHARDS / shard
-        meta = json.loads((d / "meta.json").read_text())
-        arrays = {k: np.load(d / f"{k}.npy", mmap_mode="r") for k in ("x", "mask", "t")}
-        static = {"space": np.load(d / "space.npy"), "pos": np.load(d / "pos.npy"),
-                  "names": tuple(meta["channels"])}  # fmt: skip
+        meta = read_meta(d)
+        key = (str(d), (d / "meta.json").stat().st_mtime_ns, meta["files"]["x.npy"]["bytes"])
+        if self.verify and key not in _VERIFIED:
+            verify_shard(d, meta)
+            _VERIFIED.add(key)
+        if meta["n_windows"] != n_windows:
+            raise ShardError(f"shard {shard}: {INDEX} says {n_windows} windows, meta.json "
+                             f"{meta['n_windows']}: rerun `neurofm preprocess` to rebuild the index")  # fmt: skip
+        try:
+            arrays = {k: np.load(d / f"{k}.npy", mmap_mode="r") for k in ("x", "mask", "t")}
+            static = {"space": np.load(d / "space.npy"), "pos": np.load(d / "pos.npy"),
+                      "names": tuple(meta["channels"])}  # fmt: skip
+        except (OSError, ValueError, EOFError) as err:  # verify=False: NumPy's own complaint
+            raise ShardError(f"shard {shard}: {err}") from None
+        if arrays["x"].shape[0] != meta["n_windows"]:
+            raise ShardError(f"shard {shard}: x.npy holds {arrays['x'].shape[0]} windows, "
+                             f"meta.json {meta['n_windows']}")  # fmt: skip
+        return meta, arrays, static
+
+    def _damage(self, shard: str, err: ShardError) -> None:
+        """Skip a damaged shard with a warning, or raise past ``max_damaged``."""
+        if shard in self._damaged:
+            return
+        self._damaged[shard] = str(err)
+        if len(self._damaged) > self.max_damaged:
+            raise ShardError(
+                f"{len(self._damaged)} damaged shards under {self.root} (more than max_damaged="
+                f"{self.max_damaged}): {'; '.join(self._damaged.values())}. Delete them and "
+                "rerun `neurofm preprocess` to redo them"
+            )
+        warn(f"skipped damaged {err} ({len(self._damaged)} of at most {self.max_damaged}); "
+             f"delete {SHARDS}/{shard} and rerun `neurofm preprocess` to redo it", ShardWarning)  # fmt: skip
+
+    def _windows(self, shard: str):
+        if shard in self._damaged:
+            return
+        try:
+            meta, arrays, static = self._open(shard, self._n_windows[shard])
+        except ShardError as err:
+            self._damage(shard, err)
+            return
         for w in range(meta["n_windows"]):
             yield shard, w, arrays, static, meta["window_labels"][w]
 
@@ -125,7 +178,7 @@ class ShardDataset(IterableDataset):
         singles, labels = [], []
         for shard, w, arrays, static, label in items:
             singles.append(Tokens(
-                x=torch.from_numpy(np.asarray(arrays["x"][w : w + 1], dtype=np.float32)),
+                x=torch.from_numpy(np.array(arrays["x"][w : w + 1], dtype=np.float32)),
                 space=torch.from_numpy(static["space"][None]),
                 pos=torch.from_numpy(static["pos"][None]),
                 t=torch.from_numpy(np.array(arrays["t"][w : w + 1])),
@@ -134,3 +187,30 @@ class ShardDataset(IterableDataset):
             ))  # fmt: skip
             labels.append({"shard": shard, "window": w, "label": label})
         return collate(singles), labels
+
+
+def _read_index(root: Path):
+    """``index.csv`` checked against ``stats.json``, with ``splits.json`` applied."""
+    import pandas as pd
+
+    index_path = root / INDEX
+    if not index_path.exists():
+        raise NeurofmError(f"{root} has no {INDEX}: run `neurofm preprocess` first")
+    fix = "rerun `neurofm preprocess` (it keeps finished shards) to rebuild it"
+    try:
+        want = json.loads((root / STATS).read_text())["index_sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ShardError(f"{root / STATS} is missing or damaged ({err!r}): {fix}") from None
+    if file_sha256(index_path) != want:
+        raise ShardError(f"{index_path} does not match its checksum in {STATS} (edited or "
+                         f"damaged): {fix}")  # fmt: skip
+    index = pd.read_csv(index_path, dtype={"id": str, "subject": str, "session": str,
+                                           "split": str})  # fmt: skip
+    splits_file = root / "splits.json"
+    if splits_file.exists():
+        try:
+            by_subject = json.loads(splits_file.read_text())["subjects"]
+            index["split"] = index.subject.map(by_subject).fillna(index["split"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise ShardError(f"{splits_file} is damaged ({err!r}): rerun make_splits") from None
+    return index

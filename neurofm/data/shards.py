@@ -8,36 +8,59 @@
                  /t.npy       (windows, patches) float32: patch start (s) in the recording
                  /space.npy   (channels,) vocabulary ids      /pos.npy (channels, 3) MNI mm
                  /meta.json   subject, session, split, labels, per-window labels, channel
-                              names, provenance (source, size, mtime), recipe, statistics
+                              names, seconds read/covered/dropped, statistics, ``made_with``
+                              (its fingerprint), the size and SHA-256 of every file above,
+                              and its own checksum
       index.csv               one row per shard (what the streaming Dataset reads)
-      stats.json              hours, windows, channels and montages seen, failures
+      stats.json              hours, windows, dropped seconds, channels and montages seen,
+                              failures, and index.csv's checksum
       failures.jsonl          one line per file that could not be read, with the reason
 
 A shard is written into ``<id>.partial/`` and renamed when complete, so after a crash
 (even ``kill -9``) finished recordings are skipped and half-written ones are redone.
 ``x.npy`` is streamed window batch by window batch: memory does not grow with the
-recording.
+recording. Pool workers die with the process that started them.
+
+**Resuming.** A shard is "done" only when its ``made_with`` equals what this run would
+write: the resolved recipe, the reader options, the source file's identity (name, size,
+modification time), the labels (events, recording label, background) and the dtype. A
+shard made differently is refused, naming what changed, unless ``overwrite: true``
+(``--overwrite``) redoes it; a damaged shard is always redone. ``stats.json`` is computed
+from the shards really in ``out``.
+
+**Damage.** ``meta.json`` carries its own checksum and the size and SHA-256 of every data
+file; :class:`~neurofm.data.ShardDataset` verifies a shard completely when a process
+first opens it (see its docstring for the skip-or-refuse rule).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..config import StrictConfig
+from ..errors import ConfigError, NeurofmError, NeurofmWarning, ShardError, logger, warn
 from ..preprocess import Recipe
-from ..utils import NeurofmError, atomic_write, logger
+from ..utils import atomic_write
 
 SHARDS, INDEX, STATS, FAILURES = "shards", "index.csv", "stats.json", "failures.jsonl"
-PARTIAL = ".partial"
+PARTIAL, STALE = ".partial", ".stale"
+DATA_FILES = ("x.npy", "mask.npy", "t.npy", "space.npy", "pos.npy")
+FAIL_FAST = 3  # identical failures of the first recordings, with no success: stop
+
+
+class ShardWarning(NeurofmWarning):
+    """A damaged shard was skipped, or left out of the index."""
 
 
 class CorpusConfig(StrictConfig):
@@ -46,27 +69,68 @@ class CorpusConfig(StrictConfig):
     dataset: str = Field(description="a name from neurofm.io.datasets.DATASETS")
     root: str = Field(description="where the dataset was unpacked (or the manifest CSV)")
     out: str = Field(description="output folder for shards, index and statistics")
-    reader: dict = Field(default_factory=dict, description="reader options (e.g. subjects)")
+    reader: dict = Field(default_factory=dict,
+                         description="the dataset reader's options (e.g. subjects) and "
+                                     "read_eeg options for every file (positions, units ...)")  # fmt: skip
     recipe: Recipe = Field(default_factory=Recipe)
     workers: int = Field(2, ge=1, description="processes; one recording each at a time")
     dtype: Literal["float16", "float32"] = "float16"
     background: str = Field("bckg", description="label of windows that overlap no event")
     max_files: int | None = Field(None, gt=0, description="stop after this many (trials)")
+    overwrite: bool = Field(False, description="redo shards made with another recipe, reader "
+                                               "option, source file or labels (default: refuse)")  # fmt: skip
+
+    @model_validator(mode="after")
+    def _check_reader(self):
+        from ..io.datasets import split_reader_options
+
+        split_reader_options(self.dataset, self.reader)  # unknown dataset or option: fail now
+        return self
 
 
-def load_config(path) -> CorpusConfig:
-    """Read a YAML config (OmegaConf syntax, ``${...}`` interpolation) and validate it."""
-    from omegaconf import OmegaConf
-    from pydantic import ValidationError
+# ---------------------------------------------------------------------- checksums
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_meta(shard: Path) -> dict:
+    """A shard's ``meta.json``, checked against its own checksum (``ShardError`` if not)."""
     try:
-        data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    except Exception as err:
-        raise NeurofmError(f"{path} is not readable YAML ({err})") from err
-    try:
-        return CorpusConfig(**(data or {}))
-    except ValidationError as err:
-        raise NeurofmError(f"{path}: {err}") from err
+        meta = json.loads((shard / "meta.json").read_text())
+    except FileNotFoundError:
+        raise ShardError(f"shard {shard.name}: meta.json is missing") from None
+    except (OSError, ValueError) as err:  # ValueError: bad JSON or bad UTF-8
+        raise ShardError(f"shard {shard.name}: meta.json is unreadable ({err})") from None
+    if not isinstance(meta, dict) or "checksum" not in meta:
+        raise ShardError(f"shard {shard.name}: meta.json has no checksum (damaged, or made by "
+                         "an older neurofm)")  # fmt: skip
+    if _digest({k: v for k, v in meta.items() if k != "checksum"}) != meta["checksum"]:
+        raise ShardError(f"shard {shard.name}: meta.json does not match its checksum (edited "
+                         "or damaged)")  # fmt: skip
+    return meta
+
+
+def verify_shard(shard: Path, meta: dict) -> None:
+    """Every data file's size and SHA-256 against ``meta.json`` (``ShardError`` if not)."""
+    for name, want in meta["files"].items():
+        try:
+            size = (shard / name).stat().st_size
+        except FileNotFoundError:
+            raise ShardError(f"shard {shard.name}: {name} is missing") from None
+        if size != want["bytes"]:
+            raise ShardError(f"shard {shard.name}: {name} is {size} bytes, {want['bytes']} when "
+                             "written (truncated or overwritten)")  # fmt: skip
+        if file_sha256(shard / name) != want["sha256"]:
+            raise ShardError(f"shard {shard.name}: {name} does not match its SHA-256 (damaged "
+                             "on disk)")  # fmt: skip
 
 
 # ---------------------------------------------------------------------- npy streaming
@@ -113,34 +177,96 @@ def safe_id(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "recording"
 
 
+def shard_id(rec) -> str:
+    return safe_id(rec.id or f"{rec.subject}_{rec.session}")
+
+
 def _write_json(path: Path, obj) -> None:
     atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=1, default=str) + "\n"))
 
 
-def write_shard(rec, recipe: Recipe, out: Path, *, dtype="float16", background="bckg") -> dict:
-    """Tokenize one :class:`~neurofm.io.datasets.Recording` into ``out/shards/<id>/``."""
-    shard_id = safe_id(rec.id or f"{rec.subject}_{rec.session}")
-    final = out / SHARDS / shard_id
-    if (final / "meta.json").exists():
-        return {"id": shard_id, "status": "done before"}
-    work = out / SHARDS / (shard_id + PARTIAL)
+def _source_identity(rec) -> dict:
+    """What the shard was read from: file names, sizes and mtimes (not folders: a moved
+    corpus is the same corpus), and for arrays in containers their sfreq, names, units."""
+    files = [rec.path] if rec.path else [a for a in getattr(rec.array, "args", ())
+                                         if isinstance(a, str | Path)]  # fmt: skip
+    stats = [(Path(f).name, Path(f).stat()) for f in files if Path(f).is_file()]
+    return {"id": rec.id, "files": [[n, s.st_size, int(s.st_mtime)] for n, s in stats],
+            "sfreq": rec.sfreq, "ch_names": rec.ch_names, "units": rec.units}  # fmt: skip
+
+
+def made_with(rec, recipe: Recipe, dtype: str, background: str) -> dict:
+    """Everything a shard's contents depend on, in JSON form (compared on resume)."""
+    made = {
+        "recipe": recipe.model_dump(mode="json"), "reader": rec.reader, "dtype": dtype,
+        "source": _source_identity(rec),
+        "labels": {"events": [[e.onset, e.duration, e.label, e.channel] for e in rec.events],
+                   "label": rec.label, "background": background},
+    }  # fmt: skip
+    return json.loads(json.dumps(made, default=str))
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    """What differs, one level deep: ``recipe.notch 60.0 -> 50.0``, ``source``."""
+    out = []
+    for key, value in new.items():
+        before = old.get(key)
+        if before == value:
+            continue
+        if isinstance(before, dict) and isinstance(value, dict):
+            out += [f"{key}.{k} {before.get(k)!r} -> {value.get(k)!r}"
+                    for k in sorted({*before, *value}) if before.get(k) != value.get(k)]  # fmt: skip
+        else:
+            out.append(key if before is not None else f"{key} (not recorded)")
+    return out
+
+
+def shard_state(shard: Path, expected: dict) -> tuple[str, str]:
+    """("new" | "done" | "stale" | "damaged", why) of a shard folder against ``made_with``."""
+    if not shard.exists():
+        return "new", ""
+    try:
+        meta = read_meta(shard)
+    except ShardError as err:
+        return "damaged", str(err)
+    diffs = _differences(meta.get("made_with") or {}, expected)
+    return ("stale", "; ".join(diffs[:3])) if diffs else ("done", "")
+
+
+def write_shard(rec, recipe: Recipe, out: Path, *, dtype="float16", background="bckg",
+                overwrite: bool = False) -> dict:  # fmt: skip
+    """Tokenize one :class:`~neurofm.io.datasets.Recording` into ``out/shards/<id>/``.
+
+    A shard made the same way is kept; one made differently raises ``ShardError``
+    unless ``overwrite``; a damaged one is redone.
+    """
+    sid = shard_id(rec)
+    final = Path(out) / SHARDS / sid
+    made = made_with(rec, recipe, dtype, background)
+    state, why = shard_state(final, made)
+    if state == "done":
+        return {"id": sid, "status": "done before"}
+    if state == "stale" and not overwrite:
+        raise ShardError(f"shard {sid} was made differently ({why}): use another out, or "
+                         "overwrite=True to redo it")  # fmt: skip
+    work = final.with_name(sid + PARTIAL)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        return _fill_shard(rec, recipe, work, final, shard_id, dtype, background)
+        return _fill_shard(rec, recipe, work, final, made, dtype, background)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
 
 
-def _fill_shard(rec, recipe, work: Path, final: Path, shard_id: str, dtype, background) -> dict:
+def _fill_shard(rec, recipe, work: Path, final: Path, made: dict, dtype, background) -> dict:
     from .. import __version__
     from ..tokens import iter_tokens
 
     raw = rec.load()
     writers = {name: NpyAppender(work / f"{name}.npy", dt) for name, dt in
                (("x", dtype), ("mask", bool), ("t", np.float32))}  # fmt: skip
-    window_labels, names, space, pos = [], None, None, None
+    window_labels, names, space, pos, last_start = [], None, None, None, 0.0
     sample_sum = None
     for batch in iter_tokens(raw, recipe, batch_size=64):
         writers["x"].append(batch.x.numpy())
@@ -150,6 +276,7 @@ def _fill_shard(rec, recipe, work: Path, final: Path, shard_id: str, dtype, back
             names, space, pos = batch.names[0], batch.space[0].numpy(), batch.pos[0].numpy()
         for t0 in batch.t[:, 0].tolist():
             window_labels.append(rec.label_at(t0, t0 + recipe.window_seconds, background))
+            last_start = t0
         # amplitude statistics from the first window of every batch (cheap, spread out)
         sample = np.abs(batch.x[0].numpy()).reshape(len(names), -1)
         sample_sum = sample if sample_sum is None else np.concatenate([sample_sum, sample], 1)
@@ -159,104 +286,251 @@ def _fill_shard(rec, recipe, work: Path, final: Path, shard_id: str, dtype, back
         raise NeurofmError(f"{rec.id}: shorter than one window ({recipe.window_seconds} s)")
     np.save(work / "space.npy", space)
     np.save(work / "pos.npy", pos)
-    source = rec.path
+    seconds = raw.n_times / raw.info["sfreq"]
+    covered = last_start + recipe.window_seconds
     meta = {
-        "id": shard_id, "dataset": rec.dataset, "subject": rec.subject, "session": rec.session,
-        "split": rec.split, "labels": rec.labels, "n_windows": len(window_labels),
-        "window_labels": window_labels, "channels": list(names),
-        "source": str(source) if source else rec.id,
-        "source_size": source.stat().st_size if source else None,
-        "source_mtime": source.stat().st_mtime if source else None,
-        "recipe": recipe.model_dump(mode="json"), "dtype": dtype, "neurofm_version": __version__,
+        "id": final.name, "dataset": rec.dataset, "subject": rec.subject,
+        "session": rec.session, "split": rec.split, "labels": rec.labels, "label": rec.label,
+        "n_windows": len(window_labels), "window_labels": window_labels,
+        "channels": list(names), "source": str(rec.path or rec.id),
+        "seconds": round(seconds, 3), "covered_seconds": round(covered, 3),
+        "dropped_seconds": round(max(0.0, seconds - covered), 3),
+        "dtype": dtype, "neurofm_version": __version__,
         "amplitude_percentiles": {
             "q": [1, 50, 99],
             "values": np.percentile(sample_sum, [1, 50, 99], axis=1).T.round(4).tolist()},
+        "made_with": made, "fingerprint": _digest(made)[:16],
+        "files": {n: {"bytes": (work / n).stat().st_size, "sha256": file_sha256(work / n)}
+                  for n in DATA_FILES},
     }  # fmt: skip
+    meta = json.loads(json.dumps(meta, default=str))  # the checksum covers what is read back
+    meta["checksum"] = _digest(meta)
     _write_json(work / "meta.json", meta)
-    os.replace(work, final)  # the shard appears whole, or not at all
-    return {"id": shard_id, "status": "written", "windows": len(window_labels)}
+    stale = final.with_name(final.name + STALE)
+    if final.exists():  # redoing a shard: the old one leaves, the new one arrives whole
+        shutil.rmtree(stale, ignore_errors=True)
+        os.replace(final, stale)
+    os.replace(work, final)
+    shutil.rmtree(stale, ignore_errors=True)
+    return {"id": final.name, "status": "written", "windows": len(window_labels)}
 
 
 # ---------------------------------------------------------------------- the corpus
 def _work(args) -> dict:
-    rec, recipe, out, dtype, background = args
+    rec, config, out = args
     import torch
 
     torch.set_num_threads(1)  # one process per core
     try:
-        return write_shard(rec, recipe, out, dtype=dtype, background=background)
+        return write_shard(rec, config.recipe, out, dtype=config.dtype,
+                           background=config.background, overwrite=config.overwrite)  # fmt: skip
     except Exception as err:  # a bad file is reported, never fatal for the corpus
         return {"id": rec.id, "status": "failed", "error": f"{type(err).__name__}: {err}",
                 "source": str(rec.path or rec.id)}  # fmt: skip
 
 
-def preprocess_corpus(config: CorpusConfig, *, progress: bool = True) -> dict:
-    """Read, tokenize and shard a corpus; resumable; returns the summary (``stats.json``)."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+def _die_with_parent(parent: int) -> None:
+    """Pool worker initializer: end this worker as soon as ``parent`` ends (``kill -9``).
 
+    Linux delivers SIGKILL on the parent's death (``PR_SET_PDEATHSIG``); elsewhere, and
+    for a parent that died before the call, a thread polls the parent's pid.
+    """
+    import signal
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="neurofm-parent-watch", daemon=True).start()
+
+
+def _results(jobs, workers: int):
+    """Results of ``_work`` as they finish, in this process or in a pool of workers."""
+    if workers == 1 or len(jobs) <= 1:
+        yield from map(_work, jobs)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    # spawn: the workers are children of this process (forkserver's are not), and no
+    # thread state of the parent (torch, OpenMP) is copied into them
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
+                               mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_die_with_parent, initargs=(os.getpid(),))  # fmt: skip
+    try:
+        for future in as_completed([pool.submit(_work, job) for job in jobs]):
+            yield future.result()
+    except BrokenProcessPool:
+        raise NeurofmError("a preprocessing worker died (out of memory?): rerun with fewer "
+                           "workers; finished shards are kept") from None  # fmt: skip
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _signature(result: dict) -> str:
+    """A failure's error without what is particular to its file (names, numbers)."""
+    text = result["error"]
+    source = Path(result["source"])
+    for part in (str(source), source.name, source.stem, str(result["id"])):
+        text = text.replace(part, "<file>") if part else text
+    return re.sub(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?", "#", text)
+
+
+def _report_failures(failures: list[dict]) -> None:
+    """One log line per distinct error, naming how many files and the first few."""
+    groups: dict[str, list[dict]] = {}
+    for f in failures:
+        groups.setdefault(_signature(f), []).append(f)
+    for group in groups.values():
+        names = ", ".join(Path(f["source"]).name for f in group[:3])
+        more = f" and {len(group) - 3} more" if len(group) > 3 else ""
+        logger.warning("skipped %d file(s) (%s%s): %s", len(group), names, more, group[0]["error"])
+
+
+def _writable(folder: str) -> Path:
+    out = Path(folder).expanduser()
+    try:
+        (out / SHARDS).mkdir(parents=True, exist_ok=True)
+        probe = out / ".neurofm-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"out={folder!r} is not a writable folder ({err.strerror or err}): "
+                          "give a folder you can create and write to") from None  # fmt: skip
+    return out
+
+
+def _check_existing(out: Path, expected: dict[str, dict], config: CorpusConfig) -> None:
+    """Refuse (or, with ``overwrite``, clear) shards made differently from this run."""
+    if not expected:
+        return
+    stale = {}
+    for folder in (out / SHARDS).iterdir():
+        if not folder.is_dir() or folder.name.endswith((PARTIAL, STALE)):
+            continue
+        # a shard of a recording no longer listed must at least share recipe and dtype
+        want = expected.get(folder.name) or {k: next(iter(expected.values()))[k]
+                                            for k in ("recipe", "dtype")}  # fmt: skip
+        state, why = shard_state(folder, want)
+        if state == "stale":
+            stale[folder.name] = why
+    if not stale:
+        return
+    if not config.overwrite:
+        first = "; ".join(f"{k}: {v}" for k, v in list(stale.items())[:2])
+        raise ShardError(
+            f"{len(stale)} shard(s) in {out} were made differently from this config ({first}): "
+            "they would mix with the new ones. Give another out, or set overwrite: true "
+            "(--overwrite) to redo them"
+        )
+    for name in stale:
+        if name not in expected:  # its recording is gone from the listing: remove it
+            shutil.rmtree(out / SHARDS / name)
+
+
+def preprocess_corpus(config: CorpusConfig, *, progress: bool = True) -> dict:
+    """Read, tokenize and shard a corpus; resumable; returns the summary (``stats.json``).
+
+    Stops early, with one error, when the first ``FAIL_FAST`` recordings all fail the same
+    way (a bad setting, not a bad file); other failures are skipped and listed.
+    """
     from tqdm.auto import tqdm
 
     from ..io.datasets import read_dataset
 
-    out = Path(config.out).expanduser()
-    (out / SHARDS).mkdir(parents=True, exist_ok=True)
-    for partial in (out / SHARDS).glob("*" + PARTIAL):  # left by a crash: redone below
-        shutil.rmtree(partial, ignore_errors=True)
+    out = _writable(config.out)
+    for leftover in [*(out / SHARDS).glob("*" + PARTIAL), *(out / SHARDS).glob("*" + STALE)]:
+        shutil.rmtree(leftover, ignore_errors=True)  # left by a crash: redone below
     recordings = list(read_dataset(config.dataset, config.root, **config.reader))
     if config.max_files:
         recordings = recordings[: config.max_files]
-    ids = [safe_id(r.id or f"{r.subject}_{r.session}") for r in recordings]
+    ids = [shard_id(r) for r in recordings]
     dupes = [i for i, n in Counter(ids).items() if n > 1]
     if dupes:
         raise NeurofmError(f"recordings share shard ids {dupes[:5]}: give them distinct ids")
-    todo = [r for r, i in zip(recordings, ids) if not (out / SHARDS / i / "meta.json").exists()]
+    expected = {i: made_with(r, config.recipe, config.dtype, config.background)
+                for r, i in zip(recordings, ids, strict=True)}  # fmt: skip
+    _check_existing(out, expected, config)
+    todo = [r for r, i in zip(recordings, ids, strict=True)
+            if shard_state(out / SHARDS / i, expected[i])[0] != "done"]  # fmt: skip
     logger.info("%d recordings, %d already sharded", len(recordings), len(recordings) - len(todo))
-    results = []
-    jobs = [(r, config.recipe, out, config.dtype, config.background) for r in todo]
-    bar = tqdm(total=len(jobs), unit="file", desc=f"preprocess {config.dataset}",
+    results, failures = [], []
+    bar = tqdm(total=len(todo), unit="file", desc=f"preprocess {config.dataset}",
                disable=not progress)  # fmt: skip
-    if config.workers == 1 or len(jobs) <= 1:
-        for job in jobs:
-            results.append(_work(job))
+    try:
+        for result in _results([(r, config, out) for r in todo], config.workers):
+            results.append(result)
             bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=config.workers) as pool:
-            for future in as_completed([pool.submit(_work, job) for job in jobs]):
-                results.append(future.result())
-                bar.update()
-    bar.close()
-    failures = [r for r in results if r["status"] == "failed"]
-    for f in failures:
-        logger.warning("skipped %s: %s", f["source"], f["error"])
-    with open(out / FAILURES, "w") as fh:
-        fh.writelines(json.dumps(f) + "\n" for f in failures)
-    return write_index(out, failures=failures, recipe=config.recipe)
+            if result["status"] == "failed":
+                failures.append(result)
+            if len(failures) == len(results) == FAIL_FAST < len(todo):
+                if len({_signature(f) for f in failures}) == 1:
+                    raise NeurofmError(
+                        f"the first {FAIL_FAST} recordings all failed the same way, so the "
+                        f"other {len(todo) - FAIL_FAST} were not tried: {failures[0]['error']} "
+                        f"({', '.join(Path(f['source']).name for f in failures)}). A setting "
+                        "is wrong, not a file: fix it and rerun"
+                    )
+    finally:
+        bar.close()
+        with open(out / FAILURES, "w") as fh:
+            fh.writelines(json.dumps(f) + "\n" for f in failures)
+    _report_failures(failures)
+    return write_index(out, failures=failures)
 
 
-def write_index(out: Path, *, failures=(), recipe: Recipe | None = None) -> dict:
-    """``index.csv`` and ``stats.json`` from every complete shard under ``out``."""
+def _readable_metas(out: Path) -> list[dict]:
+    metas = []
+    for folder in sorted(p for p in (out / SHARDS).glob("*") if p.is_dir()):
+        if folder.name.endswith((PARTIAL, STALE)):
+            continue
+        try:
+            metas.append(read_meta(folder))
+        except ShardError as err:
+            warn(f"{err}: left out of {INDEX}; delete it and rerun `neurofm preprocess`",
+                 ShardWarning)  # fmt: skip
+    return metas
+
+
+def write_index(out: Path, *, failures=()) -> dict:
+    """``index.csv`` and ``stats.json`` from every complete shard really under ``out``."""
     import pandas as pd
 
-    metas = [json.loads(p.read_text()) for p in sorted((Path(out) / SHARDS).glob("*/meta.json"))]
+    out = Path(out)
+    metas = _readable_metas(out)
     rows = [{k: m[k] for k in ("id", "dataset", "subject", "session", "split", "n_windows")}
-            | {"n_channels": len(m["channels"]), "montage": "|".join(m["channels"])}
+            | {"n_channels": len(m["channels"]), "montage": "|".join(m["channels"]),
+               "dropped_seconds": m["dropped_seconds"], "fingerprint": m["fingerprint"]}
             for m in metas]  # fmt: skip
     table = pd.DataFrame(rows, columns=["id", "dataset", "subject", "session", "split",
-                                        "n_windows", "n_channels", "montage"])  # fmt: skip
-    atomic_write(Path(out) / INDEX, lambda p: table.to_csv(p, index=False))
-    window_s = (
-        recipe.window_seconds if recipe else metas[0]["recipe"]["window_seconds"] if metas else 0
-    )
-    stride_s = (recipe.stride_seconds or window_s) if recipe else window_s
+                                        "n_windows", "n_channels", "montage",
+                                        "dropped_seconds", "fingerprint"])  # fmt: skip
+    atomic_write(out / INDEX, lambda p: table.to_csv(p, index=False))
     channels = Counter(c for m in metas for c in m["channels"])
+    dropped = {m["id"]: m["dropped_seconds"] for m in metas if m["dropped_seconds"] > 0}
     stats = {
         "recordings": len(metas), "windows": int(table.n_windows.sum()),
-        "hours": round(float(table.n_windows.sum()) * stride_s / 3600, 3),
+        "hours": round(sum(m["covered_seconds"] for m in metas) / 3600, 3),
+        "recorded_hours": round(sum(m["seconds"] for m in metas) / 3600, 3),
         "subjects": int(table.subject.nunique()),
         "window_labels": dict(Counter(lbl for m in metas for lbl in m["window_labels"])),
+        "dropped": {"seconds": round(sum(dropped.values()), 3), "recordings": len(dropped),
+                    "per_recording": dropped},
         "channels_seen": dict(channels.most_common()),
         "montages": dict(Counter(table.montage).most_common(20)),
-        "failures": len(failures),
+        "failures": len(failures), "index_sha256": file_sha256(out / INDEX),
     }  # fmt: skip
-    _write_json(Path(out) / STATS, stats)
+    _write_json(out / STATS, stats)
     return stats

@@ -26,13 +26,21 @@ name           layout read
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ...utils import NeurofmError, did_you_mean, logger
+from ...errors import (
+    ConfigError,
+    NeurofmError,
+    check_option,
+    did_you_mean,
+    logger,
+    validate_type,
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,8 @@ class Recording:
     A file-backed recording has ``path``; a trial stored inside a container (SEED's and
     DEAP's ``.mat``) has ``array`` (a loader returning ``(channels, samples)``), ``sfreq``
     and ``ch_names``. ``units`` is what the numbers are in (``read_eeg``'s ``units=``).
+    ``label`` is the class of the whole recording (a manifest row's ``label``, TUAB's
+    normal/abnormal, a SEED trial's emotion): windows that overlap no event get it.
     """
 
     dataset: str
@@ -67,6 +77,7 @@ class Recording:
     units: str | float | None = None
     reader: dict = field(default_factory=dict)  # extra read_eeg keyword arguments
     id: str = ""
+    label: str | None = None
 
     def load(self, **kwargs):
         """The recording as a canonical ``mne.io.Raw`` with its events as annotations."""
@@ -101,8 +112,9 @@ class Recording:
         return raw
 
     def label_at(self, start: float, stop: float, default: str = "") -> str:
-        """The event label overlapping [start, stop) most, or ``default``."""
-        best, overlap = default, 0.0
+        """The event label overlapping [start, stop) most, else the recording's ``label``,
+        else ``default``."""
+        best, overlap = default if self.label is None else self.label, 0.0
         for e in self.events:
             o = min(stop, e.onset + e.duration) - max(start, e.onset)
             if o > overlap:
@@ -128,19 +140,76 @@ READERS = {
 DATASETS = tuple(READERS)
 
 
-def read_dataset(name: str, root, **kwargs) -> Iterable[Recording]:
-    """Recordings of dataset ``name`` under ``root`` (a folder, or the manifest CSV)."""
+def _reader(name: str) -> Callable:
     import importlib
 
-    if name not in READERS:
-        raise NeurofmError(
-            f"unknown dataset {name!r}{did_you_mean(name, READERS)}; known: {', '.join(READERS)}"
+    check_option("dataset", name, DATASETS)
+    module, function = READERS[name].split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), function)
+
+
+@functools.cache
+def read_eeg_options() -> frozenset[str]:
+    """Keyword arguments ``read_eeg`` takes: its own and those of MNE's ``read_raw_*``."""
+    import inspect
+
+    import mne
+
+    from ..eeg import read_eeg
+
+    readers = [getattr(mne.io, f) for f in dir(mne.io) if f.startswith("read_raw_")]
+    names = {p for f in (read_eeg, *readers) for p in inspect.signature(f).parameters}
+    return frozenset(names - {"source", "input_fname", "fname", "return_report", "verbose"})
+
+
+def split_reader_options(name: str, options: dict) -> tuple[dict, dict]:
+    """``reader:`` options as (the dataset reader's own, ``read_eeg``'s for every file).
+
+    Raises a ``ConfigError`` naming every unknown key with the closest known one.
+    """
+    import inspect
+
+    params = inspect.signature(_reader(name)).parameters
+    own_names = [p for p in params if p != "root"]
+    eeg_names = read_eeg_options()
+    validate_type(options, dict, "reader options", "a mapping such as {positions: {X: Cz}}")
+    unknown = [k for k in options if k not in own_names and k not in eeg_names]
+    if unknown:
+        takes = f"{name}'s reader takes {', '.join(own_names)}; " if own_names else ""
+        raise ConfigError("\n".join(
+            f"unknown reader option {k!r}{did_you_mean(k, [*own_names, *eeg_names])}: {takes}"
+            "other options go to read_eeg (units, rename, montage, positions, format, "
+            "or an MNE reader's, e.g. data_format)"
+            for k in unknown
+        ))  # fmt: skip
+    own = {k: v for k, v in options.items() if k in own_names}
+    return own, {k: v for k, v in options.items() if k not in own}
+
+
+def _with_read_options(rec: Recording, options: dict) -> Recording:
+    """Add read_eeg options to a recording's own; mappings (positions, rename) merge."""
+    merged = dict(rec.reader)
+    for key, value in options.items():
+        old = merged.get(key)
+        merged[key] = (
+            {**old, **value} if isinstance(old, dict) and isinstance(value, dict) else value
         )
+    rec.reader = merged
+    return rec
+
+
+def read_dataset(name: str, root, **options) -> Iterable[Recording]:
+    """Recordings of dataset ``name`` under ``root`` (a folder, or the manifest CSV).
+
+    ``options`` are the reader's own (e.g. chbmit's ``subjects``) and ``read_eeg``
+    options applied to every recording (``positions``, ``units``, ``data_format`` ...).
+    """
+    own, read_options = split_reader_options(name, options)
     root = Path(root).expanduser()
     if not root.exists():
         raise NeurofmError(f"{root} does not exist: give the folder where {name} was unpacked")
-    module, function = READERS[name].split(":")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), function)(root, **kwargs)
+    recordings = _reader(name)(root, **own)
+    return (_with_read_options(r, read_options) for r in recordings) if read_options else recordings
 
 
 def require(found: list, root: Path, pattern: str, dataset: str) -> list:

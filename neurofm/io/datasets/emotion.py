@@ -111,6 +111,7 @@ def _seed_like(root: Path, files: list[Path], dataset: str, labels_of, n_trials:
             yield Recording(
                 dataset=dataset, subject=subject, session=str(session),
                 labels={"emotion": labels_of(session, trial), "trial": trial, "date": date},
+                label=labels_of(session, trial),
                 array=partial(_mat_array, str(f), key),
                 sfreq=200.0, ch_names=list(SEED_CHANNELS), units="uV",
                 reader={"positions": SEED_POSITIONS}, id=f"{f.stem}_{key}",
@@ -148,13 +149,13 @@ def read_seed_iv(root: Path):
     )  # fmt: skip
 
 
-def read_seed_v(root: Path, **read_options):
+def read_seed_v(root: Path):
     """SEED-V: ``EEG_raw/{subject}_{session}_{date}.cnt`` (Neuroscan, 62 EEG + M1 M2 VEO HEO).
 
     One recording per session; each clip is an :class:`Event` labelled with its emotion
     (a window's label comes from :meth:`Recording.label_at`); the time between clips
-    (ratings, rest) overlaps no event. ``read_options`` go to ``read_eeg`` on load (e.g.
-    ``data_format='int32'`` for a copy whose sample width is not detected).
+    (ratings, rest) overlaps no event. ``read_dataset``'s read_eeg options go to every
+    session (e.g. ``data_format='int32'`` for a copy whose sample width is not detected).
     """
     files = require(sorted(p for p in Path(root).rglob("*.cnt")
                            if re.match(r"^\d+_[123]_\d{8}$", p.stem)), root,
@@ -167,7 +168,7 @@ def read_seed_v(root: Path, **read_options):
         yield Recording(
             dataset="seed-v", subject=subject, session=session, path=f, events=events,
             labels={"date": date, "clips": len(events)},
-            reader={"positions": SEED_POSITIONS, **read_options}, id=f.stem,
+            reader={"positions": SEED_POSITIONS}, id=f.stem,
         )  # fmt: skip
 
 

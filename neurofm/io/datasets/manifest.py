@@ -2,8 +2,13 @@
 
 Columns: ``path`` (relative to the CSV's folder, or absolute), and any of ``subject``,
 ``session``, ``label``, ``onset``, ``duration``, ``split``, ``sfreq``, ``ch_names``
-(separated by ``;`` or spaces), ``units``. A row with ``onset`` is an event of that file
-(``label`` its name); a row without is the recording itself (``label`` its label).
+(separated by ``;`` or spaces), ``units``, ``positions``. A row with ``onset`` is an event
+of that file (``label`` its name); a row without is the recording itself: its ``label``
+labels every window that overlaps no event. ``positions`` places channels outside the
+10-05 vocabulary (intracranial contacts, a cap's own electrodes): ``NAME=TARGET`` pairs
+separated by ``;``, TARGET a 10-05 electrode (``LFP1=Cz``) or MNI millimetres
+(``D1=-30 -10 20``); see ``read_eeg(positions=)``. Several rows of one file must agree
+on its recording-level columns.
 Signals in any format ``read_eeg`` reads, or ``.npy``/``.txt``/``.csv`` numeric arrays
 (channels x samples, or samples x channels) with ``sfreq`` and ``ch_names``.
 """
@@ -12,23 +17,28 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from ...utils import NeurofmError, did_you_mean
+from ...errors import NeurofmError, check_finite, did_you_mean
 from . import Event, Recording
 
 COLUMNS = ("path", "subject", "session", "label", "onset", "duration", "split", "sfreq",
-           "ch_names", "units")  # fmt: skip
+           "ch_names", "units", "positions")  # fmt: skip
+RECORDING_COLUMNS = ("subject", "session", "split", "sfreq", "ch_names", "units", "positions")
 ARRAY_SUFFIXES = (".npy", ".txt", ".csv")
 
 
 def _load_array(path: Path, n_channels: int) -> np.ndarray:
-    if path.suffix == ".npy":
-        x = np.load(path, allow_pickle=False)
-    else:
-        x = np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=2)
+    try:
+        if path.suffix == ".npy":
+            x = np.load(path, allow_pickle=False)
+        else:
+            x = np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=2)
+    except (OSError, ValueError, EOFError) as err:
+        raise NeurofmError(f"{path.name} is not a readable numeric array ({err})") from None
     if x.ndim != 2:
         raise NeurofmError(f"{path.name} holds a {x.ndim}-D array: expected channels x samples")
     if x.shape[0] != n_channels and x.shape[1] == n_channels:
@@ -43,17 +53,64 @@ def _value(row, key, default=None):
     return default if v is None or (isinstance(v, float) and math.isnan(v)) or v == "" else v
 
 
-def read_manifest(path: Path) -> list[Recording]:
-    """Recordings described by a manifest CSV (see the module docstring)."""
+def _number(row, key, where: str, *, positive=False):
+    value = _value(row, key)
+    if value is None:
+        return None
+    try:
+        return check_finite(float(value), key, low=0, low_open=positive)
+    except (TypeError, ValueError):
+        raise NeurofmError(
+            f"{where}: {key} {value!r} is not a finite number {'>' if positive else '>='} 0"
+        ) from None
+
+
+def parse_positions(text: str, where: str = "positions") -> dict:
+    """``"LFP1=Cz; D1=-30 -10 20"`` -> ``{"LFP1": "Cz", "D1": (-30.0, -10.0, 20.0)}``."""
+    out = {}
+    for entry in filter(str.strip, str(text).split(";")):
+        name, sep, target = (s.strip() for s in entry.partition("="))
+        parts = target.replace(",", " ").split()
+        try:
+            place = tuple(check_finite(float(p), "coordinate") for p in parts)
+        except (ValueError, NeurofmError):
+            place = parts[0] if len(parts) == 1 else None
+        if not sep or not name or not (isinstance(place, str) or len(place or ()) == 3):
+            raise NeurofmError(
+                f"{where}: {entry.strip()!r} is not NAME=TARGET with TARGET a 10-05 electrode "
+                "or three MNI coordinates in mm (e.g. 'LFP1=Cz; D1=-30 -10 20')"
+            )
+        out[name] = place
+    return out
+
+
+def _recording_fields(row, where: str) -> dict:
+    """The columns that describe the whole recording, as given on this row."""
+    fields = {k: str(_value(row, k)) for k in ("subject", "session", "split", "units")
+              if _value(row, k) is not None}  # fmt: skip
+    if "units" in fields:  # a name ('uV') or a factor to volts ('1e-6')
+        try:
+            fields["units"] = float(fields["units"])
+        except ValueError:
+            pass
+    if _value(row, "sfreq") is not None:
+        fields["sfreq"] = _number(row, "sfreq", where, positive=True)
+    if _value(row, "ch_names") is not None:
+        fields["ch_names"] = tuple(str(_value(row, "ch_names")).replace(";", " ").split())
+    if _value(row, "positions") is not None:
+        fields["positions"] = parse_positions(_value(row, "positions"), f"{where}: positions")
+    if _value(row, "onset") is None and _value(row, "label") is not None:
+        fields["label"] = str(_value(row, "label"))
+    return fields
+
+
+def _read_table(path: Path):
     import pandas as pd
 
-    path = Path(path)
-    if path.is_dir():
-        candidates = sorted(path.glob("*.csv"))
-        if len(candidates) != 1:
-            raise NeurofmError(f"give the manifest CSV itself; {path} holds {len(candidates)}")
-        path = candidates[0]
-    table = pd.read_csv(path, dtype={"subject": str, "session": str, "split": str})
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (ValueError, OSError) as err:  # pandas' parser and decoding errors are ValueErrors
+        raise NeurofmError(f"{path.name} is not a readable CSV table ({err})") from None
     unknown = [c for c in table.columns if c not in COLUMNS]
     if unknown:
         raise NeurofmError(
@@ -62,37 +119,68 @@ def read_manifest(path: Path) -> list[Recording]:
         )
     if "path" not in table.columns:
         raise NeurofmError(f"{path.name} needs a 'path' column")
-    recordings: dict[str, Recording] = {}
-    for i, row in enumerate(table.to_dict("records"), start=2):  # line numbers in the CSV
-        file = Path(str(row["path"]))
-        file = file if file.is_absolute() else path.parent / file
-        if not file.exists():
-            raise NeurofmError(f"{path.name} line {i}: {file} does not exist")
-        rec = recordings.get(str(file))
-        if rec is None:
-            sfreq, names = _value(row, "sfreq"), _value(row, "ch_names")
-            array = None
-            ch_names = None
-            if file.suffix.lower() in ARRAY_SUFFIXES:
-                if sfreq is None or names is None:
-                    raise NeurofmError(
-                        f"{path.name} line {i}: {file.name} is a bare array; give its sfreq "
-                        "and ch_names columns"
-                    )
-                ch_names = str(names).replace(";", " ").split()
-                array = functools.partial(_load_array, file, len(ch_names))
-            rec = recordings[str(file)] = Recording(
-                dataset="manifest", subject=str(_value(row, "subject", file.stem)),
-                session=str(_value(row, "session", "")), path=None if array else file,
-                split=_value(row, "split"), array=array, ch_names=ch_names,
-                sfreq=float(sfreq) if sfreq is not None else None,
-                units=_value(row, "units"), id=file.stem,
-            )  # fmt: skip
-        onset = _value(row, "onset")
-        label = _value(row, "label")
+    return table
+
+
+def _file(row, csv: Path, where: str) -> Path:
+    name = _value(row, "path")
+    file = Path(str(name)) if name is not None else None
+    if file is not None and not file.is_absolute():
+        file = csv.parent / file
+    try:
+        exists = file is not None and file.is_file()
+    except (OSError, ValueError):  # a name too long, a NUL byte
+        exists = False
+    if not exists:
+        raise NeurofmError(f"{where}: {'no path' if name is None else repr(name)} is not a "
+                           "file: paths are relative to the manifest's folder, or absolute")  # fmt: skip
+    return file
+
+
+def read_manifest(path: Path) -> list[Recording]:
+    """Recordings described by a manifest CSV (see the module docstring)."""
+    path = Path(path)
+    if path.is_dir():
+        candidates = sorted(path.glob("*.csv"))
+        if len(candidates) != 1:
+            raise NeurofmError(f"give the manifest CSV itself; {path} holds {len(candidates)}")
+        path = candidates[0]
+    files: dict[Path, dict] = {}  # file -> recording-level fields, events, first line
+    for i, row in enumerate(_read_table(path).to_dict("records"), start=2):  # CSV lines
+        where = f"{path.name} line {i}"
+        file = _file(row, path, where)
+        group = files.setdefault(file, {"fields": {}, "events": [], "where": where})
+        for key, value in _recording_fields(row, where).items():
+            if group["fields"].setdefault(key, value) != value:
+                raise NeurofmError(
+                    f"{where}: {key} {value!r} contradicts {group['fields'][key]!r} given for "
+                    f"{file.name} on {group['where']}: one recording has one {key}"
+                )
+        onset = _number(row, "onset", where)
         if onset is not None:
-            rec.events.append(Event(float(onset), float(_value(row, "duration", 0.0)),
-                                    str(label) if label is not None else "event"))  # fmt: skip
-        elif label is not None:
-            rec.labels["label"] = label
-    return list(recordings.values())
+            label = _value(row, "label")
+            duration = _number(row, "duration", where) or 0.0
+            group["events"].append(Event(onset, duration, "event" if label is None else str(label)))
+    stems = Counter(f.stem for f in files)
+    return [_recording(file, g, path, stems[file.stem] > 1) for file, g in files.items()]
+
+
+def _recording(file: Path, group: dict, csv: Path, clash: bool) -> Recording:
+    f = group["fields"]
+    array = None
+    if file.suffix.lower() in ARRAY_SUFFIXES:
+        if "sfreq" not in f or "ch_names" not in f:
+            raise NeurofmError(f"{group['where']}: {file.name} is a bare array; give its sfreq "
+                               "and ch_names columns")  # fmt: skip
+        array = functools.partial(_load_array, file, len(f["ch_names"]))
+    # files of one name in several folders: the path relative to the manifest tells them apart
+    rel = file.relative_to(csv.parent) if file.is_relative_to(csv.parent) else file
+    return Recording(
+        dataset="manifest", subject=f.get("subject", file.stem), session=f.get("session", ""),
+        path=None if array else file, split=f.get("split"), array=array,
+        ch_names=list(f["ch_names"]) if array else None, sfreq=f.get("sfreq") if array else None,
+        units=f.get("units"), events=group["events"],
+        labels={"label": f["label"]} if "label" in f else {}, label=f.get("label"),
+        reader={"positions": f["positions"]} if "positions" in f else {},
+        id=str(rel.with_suffix("")) if clash else file.stem,
+    )  # fmt: skip

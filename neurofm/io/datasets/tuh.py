@@ -94,6 +94,7 @@ def read_tuab(root: Path):
         subject, session, _ = _parts(edf)
         yield Recording(dataset="tuab", subject=subject, session=session, path=edf,
                         labels={"abnormal": abnormal, "montage": _montage(edf)},
+                        label="abnormal" if abnormal else "normal",
                         split=_split(edf, Path(root)), id=edf.stem)  # fmt: skip
 
 
