@@ -15,12 +15,22 @@ import json
 import os
 from pathlib import Path
 
+from ..errors import (
+    CheckpointError,
+    FileFormatWarning,
+    NeurofmError,
+    check_option,
+    did_you_mean,
+    logger,
+    validate_type,
+    warn,
+)
 from ..preprocess import Recipe
-from ..utils import NeurofmError, atomic_write, did_you_mean, logger
+from ..utils import atomic_write_dir, interrupted_backup
 from .encoder import Encoder, EncoderConfig
 
 FORMAT = "neurofm.encoder"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: config.json carries its own checksum (config_sha256)
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl", ".pickle")
 
@@ -83,6 +93,12 @@ def create_model(name: str, *, recipe: Recipe | None = None, **overrides) -> Enc
 
 
 # ---------------------------------------------------------------------- checkpoints
+# A checkpoint folder is switched from the old model to the new one in one atomic step
+# (utils.atomic_write_dir: the new folder is written beside it, then exchanged with it by
+# one rename), so a save killed at any moment leaves the old model or the new one. Inside,
+# config.json records the SHA-256 of model.safetensors and of its own content
+# (config_sha256, over the canonical JSON without that key): a damaged or hand-edited
+# file is refused by name. Format 1 (no config checksum) still loads.
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -91,36 +107,62 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_model(model: Encoder, path, *, extra: dict | None = None) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` into folder ``path`` (atomically).
+def _config_sha256(config: dict) -> str:
+    body = {k: v for k, v in config.items() if k != "config_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
-    The weights go first and ``config.json`` records their SHA-256, so a save cut short
-    leaves either the previous checkpoint or one that refuses to load, never a mix.
+
+def _not_debris(name: str) -> bool:
+    """Entries of an old checkpoint folder carried into the new one (a model card, logs)."""
+    return (
+        name not in (CONFIG, WEIGHTS) and not name.endswith(".part") and not name.startswith(".tmp")
+    )
+
+
+def save_model(model: Encoder, path, *, extra: dict | None = None) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` into folder ``path``, atomically.
+
+    The folder switches from its previous content to the new checkpoint in one step: a
+    save killed at any moment leaves the previous checkpoint or the new one, never a mix
+    (other files in the folder, such as a model card, are kept). ``extra`` adds
+    JSON-serialisable keys to ``config.json``.
     """
     from safetensors.torch import save_file
 
     from .. import __version__
 
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "config": model.config.model_dump_json()}
-    atomic_write(path / WEIGHTS, lambda p: save_file(state, str(p), metadata=meta))
     config = {
+        **(extra or {}),
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "neurofm_version": __version__,
         "model": model.config.model_dump(),
         "recipe": None if model.recipe is None else model.recipe.model_dump(mode="json"),
-        "weights_sha256": _sha256(path / WEIGHTS),
-        **(extra or {}),
     }
-    atomic_write(path / CONFIG, lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))
-    return path
+
+    def write(folder: Path) -> None:
+        save_file(state, str(folder / WEIGHTS), metadata=meta)
+        config["weights_sha256"] = _sha256(folder / WEIGHTS)
+        config["config_sha256"] = _config_sha256(config)
+        (folder / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+
+    try:
+        json.dumps(config)
+        return atomic_write_dir(path, write, keep=_not_debris)
+    except TypeError as err:
+        raise NeurofmError(f"save_model: extra= must be JSON-serialisable ({err})") from err
+    except OSError as err:
+        raise CheckpointError(
+            f"could not save the checkpoint to {path} ({type(err).__name__}: {err}): give a "
+            "writable folder on a local disk (the previous checkpoint, if any, is unchanged)"
+        ) from err
 
 
-def _pickle_error(path: Path) -> NeurofmError:
-    return NeurofmError(
+def _pickle_error(path: Path) -> CheckpointError:
+    return CheckpointError(
         f"{path} is a pickle checkpoint; neurofm never unpickles model files. If it holds "
         "LaBraM or braindecode Labram weights, import it with "
         "neurofm.models.from_labram(path) (tensors only, torch.load(weights_only=True)) and "
@@ -130,6 +172,7 @@ def _pickle_error(path: Path) -> NeurofmError:
 
 def _resolve(source, cache_dir=None) -> Path:
     """A checkpoint folder from a folder, a file in it, a registered name or 'hf://repo'."""
+    validate_type(source, "path-like", "source", "a folder, a registered name or 'hf://repo'")
     text = str(source)
     if text.startswith("hf://"):
         return _hub_download(text[len("hf://") :], cache_dir)
@@ -137,50 +180,98 @@ def _resolve(source, cache_dir=None) -> Path:
     if path.is_file():
         if path.suffix.lower() in PICKLE_SUFFIXES:
             raise _pickle_error(path)
+        if path.name not in (CONFIG, WEIGHTS) or not (path.parent / CONFIG).is_file():
+            hint = (" A lone .safetensors of LaBraM weights imports with "
+                    "neurofm.models.from_labram(path).") if path.suffix == ".safetensors" else ""  # fmt: skip
+            raise CheckpointError(
+                f"{path} is not part of a neurofm checkpoint: load_model takes a folder "
+                f"holding {CONFIG} and {WEIGHTS} (or one of those two files).{hint}"
+            )
         path = path.parent
     if path.is_dir():
         return path
+    backup = interrupted_backup(path)
+    if backup is not None:
+        logger.warning("%s is absent after an interrupted save; reading the previous "
+                       "checkpoint from %s (the next save puts it back)", path, backup)  # fmt: skip
+        return backup
     if text in MODELS:
         home = Path(os.environ.get("NEUROFM_HOME", "~/.cache/neurofm")).expanduser()
         local = home / "models" / text
         if (local / CONFIG).exists():
             return local
-        raise NeurofmError(
+        raise CheckpointError(
             f"no weights for {text!r} in {local}: neurofm ships no pretrained weights and never "
             f"downloads them. create_model({text!r}) builds it with random weights; to use "
             "LaBraM's, run neurofm.models.from_labram('labram-base.pth').save_pretrained("
             f"'{local}')"
         )
-    raise NeurofmError(
+    raise CheckpointError(
         f"no checkpoint at {text!r}{did_you_mean(text, MODELS)}: give a folder with "
         f"{CONFIG} and {WEIGHTS}, a registered name, or 'hf://owner/repo'"
     )
 
 
-def read_config(path) -> dict:
-    path = _resolve(path)
+def _read_files(path: Path) -> tuple[bytes | None, bytes | None]:
+    """``config.json`` and ``model.safetensors`` (None if absent) of one version of the folder.
+
+    A save swaps the whole folder, so a read that straddles a swap is seen (the folder's
+    inode changed) and repeated.
+    """
+    for _ in range(5):
+        inode = path.stat().st_ino
+        files = tuple((path / n).read_bytes() if (path / n).is_file() else None
+                      for n in (CONFIG, WEIGHTS))  # fmt: skip
+        if path.stat().st_ino == inode:
+            return files
+    raise CheckpointError(f"{path} kept changing while it was read: another process is saving "
+                          "into it; load it when the save is done")  # fmt: skip
+
+
+def _parse_config(raw: bytes | None, path: Path) -> dict:
+    """The verified content of a checkpoint's ``config.json``."""
     cfg_path = path / CONFIG
-    if not cfg_path.exists():
+    if raw is None:
         pickles = [p.name for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES]
         if pickles:
             raise _pickle_error(path / pickles[0])
-        raise NeurofmError(f"{path} has no {CONFIG}: not a neurofm checkpoint folder")
+        raise CheckpointError(f"{path} has no {CONFIG}: not a neurofm checkpoint folder")
     try:
-        config = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as err:
-        raise NeurofmError(
-            f"{cfg_path} is not valid JSON ({err}): the checkpoint is corrupt"
+        config = json.loads(raw)
+    except (ValueError, RecursionError) as err:  # bad JSON or UTF-8
+        raise CheckpointError(
+            f"{cfg_path} is not valid JSON ({str(err)[:120]}): the file is damaged; restore it "
+            "or save the model again"
         ) from err
-    if config.get("format") != FORMAT:
-        raise NeurofmError(
-            f"{cfg_path} is not a neurofm encoder config (format {config.get('format')!r})"
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        got = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise CheckpointError(f"{cfg_path} is not a neurofm encoder config (format {got!r})")
+    version = config.get("format_version", 0)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{cfg_path} has format version {version!r}; this neurofm reads up to "
+            f"{FORMAT_VERSION}: upgrade neurofm"
         )
-    if config.get("format_version", 0) > FORMAT_VERSION:
-        raise NeurofmError(
-            f"{cfg_path} has format version {config['format_version']}; this neurofm reads up "
-            f"to {FORMAT_VERSION}: upgrade neurofm"
-        )
+    if "config_sha256" in config or version >= 2:
+        if config.get("config_sha256") != _config_sha256(config):
+            raise CheckpointError(
+                f"{cfg_path} does not match its checksum (config_sha256): it was edited or "
+                "damaged after the save. Restore it or save the model again; to change a "
+                "setting, change it on the loaded model in Python and save_pretrained() again"
+            )
+        if not isinstance(config.get("weights_sha256"), str):
+            raise CheckpointError(f"{cfg_path} has no weights_sha256: save the model again")
+    else:
+        warn(f"{cfg_path} is a format-{version} checkpoint: its config.json has no checksum, so "
+             "edits to it cannot be detected; save the model again to protect it",
+             FileFormatWarning)  # fmt: skip
     return config
+
+
+def read_config(path) -> dict:
+    """A checkpoint's ``config.json``, verified against its checksum."""
+    path = _resolve(path)
+    return _parse_config(_read_files(path)[0], path)
 
 
 def load_model(source, *, modality: str | None = None, device=None, cache_dir=None) -> Encoder:
@@ -194,32 +285,44 @@ def load_model(source, *, modality: str | None = None, device=None, cache_dir=No
         or ``hf://owner/repo`` (Hugging Face Hub, cached; honours ``HF_HUB_OFFLINE``).
     modality : 'eeg' | 'fmri' | None
         Refuse a checkpoint of another modality.
+
+    Raises
+    ------
+    CheckpointError
+        A missing, damaged or edited checkpoint, named with the fix.
     """
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
+    check_option("modality", modality, ("eeg", "fmri", None))
     path = _resolve(source, cache_dir)
-    config = read_config(path)
-    cfg = EncoderConfig(**config["model"])
+    raw_config, raw_weights = _read_files(path)
+    config = _parse_config(raw_config, path)
+    try:
+        cfg = EncoderConfig(**config["model"])
+        model = Encoder(cfg, recipe=recipe_from_dict(config.get("recipe")))
+    except (KeyError, TypeError, ValueError) as err:  # pydantic's errors are ValueErrors
+        raise CheckpointError(
+            f"{path / CONFIG} does not describe a model this neurofm can build "
+            f"({type(err).__name__}: {str(err)[:300]}): save the model again"
+        ) from err
     if modality is not None and cfg.modality != modality:
-        raise NeurofmError(
+        raise CheckpointError(
             f"{path} holds an {cfg.modality} model ({cfg.name}); this call needs {modality}"
         )
     weights = path / WEIGHTS
-    if not weights.exists():
-        raise NeurofmError(f"{path} has {CONFIG} but no {WEIGHTS}: the checkpoint is incomplete")
+    if raw_weights is None:
+        raise CheckpointError(f"{path} has {CONFIG} but no {WEIGHTS}: the checkpoint is incomplete")
     expected = config.get("weights_sha256")
-    if expected and _sha256(weights) != expected:
-        raise NeurofmError(
+    if expected and hashlib.sha256(raw_weights).hexdigest() != expected:
+        raise CheckpointError(
             f"{weights} does not match the checksum in {CONFIG}: the file is corrupt or a save "
             "was interrupted; save the model again"
         )
-    recipe = recipe_from_dict(config.get("recipe"))
-    model = Encoder(cfg, recipe=recipe)
     try:
-        state = load_file(str(weights))
+        state = load(raw_weights)
     except SafetensorError as err:
-        raise NeurofmError(f"{weights} is not a readable safetensors file ({err})") from err
+        raise CheckpointError(f"{weights} is not a readable safetensors file ({err})") from err
     load_weights(model, state, source=str(weights))
     logger.info("loaded %s (%s, %.1fM parameters) from %s", cfg.name, cfg.modality,
                 model.num_params() / 1e6, path)  # fmt: skip
@@ -244,7 +347,7 @@ def load_weights(model: Encoder, state: dict, *, source: str = "state dict") -> 
         if unexpected:
             lines.append(f"  unexpected: {', '.join(unexpected[:8])}"
                          f"{' ...' if len(unexpected) > 8 else ''}")  # fmt: skip
-        raise NeurofmError("\n".join(lines))
+        raise CheckpointError("\n".join(lines))
     model.load_state_dict(state)
     return model
 
