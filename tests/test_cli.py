@@ -38,3 +38,12 @@ def test_import_does_not_need_braindecode():
         "assert 'braindecode' not in sys.modules and 'huggingface_hub' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_info_on_a_recording_of_one_window(write_edf, tmp_path, capsys):
+    # issue 12, item 15
+    path = write_edf(["Fp1", "Fp2", "C3", "C4"], seconds=12.0)
+    assert main(["info", str(path), "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Tokens(B=1," in out and "patch starts (s) of window 0: [0.0, 1.0" in out
+    assert (tmp_path / "rec_tokens.png").stat().st_size > 10_000

@@ -22,9 +22,9 @@ from neurofm.data import (
     make_splits,
     preprocess_corpus,
 )
+from neurofm.errors import ConfigError, NeurofmError, ShardError
 from neurofm.io.edf import write_edf
 from neurofm.synthetic import eeg
-from neurofm.utils import NeurofmError
 
 NAMES = "FP1-F7 F7-T7 T7-P7 P7-O1 FP1-F3 F3-C3 C3-P3 P3-O1 FZ-CZ CZ-PZ".split()
 
@@ -207,3 +207,230 @@ def test_shipped_configs_are_valid(path):
 
     config = load_config(path, CorpusConfig)
     assert config.dataset in DATASETS and config.recipe.window_len > 0
+
+
+# ---------------------------------------------------------------------- issue 12
+def _small(tmp_path, seconds=30.0, files=2, subjects=1, **kw) -> CorpusConfig:
+    root = _chbmit(tmp_path / "chb", subjects=subjects, files=files, seconds=seconds)
+    return _config(tmp_path, root, workers=1, **kw)
+
+
+def _mtimes(out: Path) -> dict:
+    return {p.parent.name: p.stat().st_mtime_ns for p in (out / "shards").glob("*/x.npy")}
+
+
+def test_rerun_with_another_recipe_or_reader_option_is_refused_or_redone(tmp_path):
+    # issue 12, item 4
+    config = _small(tmp_path, seconds=17.0)
+    assert preprocess_corpus(config, progress=False)["windows"] == 2
+    out = Path(config.out)
+    before = _mtimes(out)
+    changed = config.replace(recipe=config.recipe.replace(window_seconds=5.0))
+    with pytest.raises(
+        ShardError, match=r"2 shard\(s\).*recipe.window_seconds 10.0 -> 5.0.*overwrite"
+    ):
+        preprocess_corpus(changed, progress=False)
+    assert _mtimes(out) == before  # refused before touching anything
+    with pytest.raises(ShardError, match="reader.check_units None -> False"):
+        preprocess_corpus(config.replace(reader={"check_units": False}), progress=False)
+    stats = preprocess_corpus(changed.replace(overwrite=True), progress=False)
+    assert stats["windows"] == 6 and stats["hours"] == round(2 * 15 / 3600, 3)
+    assert all(_mtimes(out)[k] != v for k, v in before.items())  # redone
+    meta = json.loads((out / "shards" / "chb01_01" / "meta.json").read_text())
+    assert meta["made_with"]["recipe"]["window_seconds"] == 5.0 and len(meta["fingerprint"]) == 16
+    again = _mtimes(out)
+    assert preprocess_corpus(changed, progress=False)["windows"] == 6  # now "done before"
+    assert _mtimes(out) == again
+    # a damaged shard is not "done": it is redone without asking
+    (out / "shards" / "chb01_02" / "meta.json").write_text("{}")
+    assert preprocess_corpus(changed, progress=False)["recordings"] == 2
+    assert _mtimes(out)["chb01_02"] != again["chb01_02"]
+
+
+@pytest.fixture
+def damaged_corpus(corpus, tmp_path):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(corpus[0], out)
+    return out
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset % len(data)] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_shards_are_named_and_skipped_or_refused(damaged_corpus, corpus):
+    # issue 12, item 10
+    import warnings
+
+    from neurofm.data import ShardWarning
+
+    out, stats = damaged_corpus, corpus[1]
+    _flip(out / "shards" / "chb01_01" / "x.npy", 5000)  # a bit inside the signal
+    with pytest.warns(ShardWarning, match="chb01_01: x.npy does not match its SHA-256"):
+        seen = _seen(ShardDataset(out, batch_size=4))
+    assert len(seen) == len(set(seen)) == stats["windows"] - 3
+    assert not {s for s, _ in seen} & {"chb01_01"}
+    with pytest.raises(ShardError, match="more than max_damaged=0.*chb01_01"):
+        _seen(ShardDataset(out, batch_size=4, max_damaged=0))
+    ds = ShardDataset(out, batch_size=4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _seen(ds), _seen(ds)  # two epochs: one warning per shard and process
+    assert sum(issubclass(w.category, ShardWarning) for w in caught) == 1
+    # truncation, deletion and an edited meta.json are named too; the second one is refused
+    x = out / "shards" / "chb02_01" / "x.npy"
+    x.write_bytes(x.read_bytes()[:-100])
+    (out / "shards" / "chb02_02" / "mask.npy").unlink()
+    with pytest.raises(ShardError, match="3 damaged shards.*truncated.*mask.npy is missing"):
+        _seen(ShardDataset(out, batch_size=4, shuffle=False, max_damaged=2, mix=10))
+    meta = out / "shards" / "chb01_02" / "meta.json"
+    meta.write_text(meta.read_text().replace('"bckg"', '"seizure"', 1))
+    with pytest.warns(ShardWarning, match="chb01_02: meta.json does not match its checksum"):
+        _seen(ShardDataset(out, split=None, batch_size=4, max_damaged=10))
+    (out / "index.csv").write_text((out / "index.csv").read_text().replace(",3,", ",4,", 1))
+    with pytest.raises(ShardError, match="index.csv does not match its checksum"):
+        ShardDataset(out)
+
+
+def test_float32_shards_give_no_torch_warning(tmp_path):
+    # issue 12, item 21
+    import warnings
+
+    config = _small(tmp_path, files=1, dtype="float32")
+    preprocess_corpus(config, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (tokens, labels), *_ = list(ShardDataset(config.out, batch_size=2, shuffle=False))
+    x = np.load(Path(config.out) / "shards" / "chb01_01" / "x.npy")
+    assert x.dtype == np.float32 and [lbl["window"] for lbl in labels] == [0, 1]
+    assert torch.equal(tokens.x, torch.from_numpy(x[:2]))
+
+
+def test_dropped_seconds_are_counted(tmp_path, capsys):
+    # issue 12, item 22
+    from neurofm.cli import main
+
+    config = _small(tmp_path, seconds=17.0)
+    path = tmp_path / "c.yaml"
+    path.write_text(f"dataset: chbmit\nroot: {config.root}\nout: {config.out}\nworkers: 1\n"
+                    "recipe: {notch: 60.0}\n")  # fmt: skip
+    assert main(["preprocess", str(path)]) == 0
+    stats = json.loads((Path(config.out) / "stats.json").read_text())
+    assert stats["windows"] == 2 and stats["dropped"]["seconds"] == pytest.approx(14.0)
+    assert stats["dropped"]["per_recording"] == {"chb01_01": 7.0, "chb01_02": 7.0}
+    assert stats["recorded_hours"] == round(34 / 3600, 3)
+    printed = capsys.readouterr().out
+    assert printed.count("14 s at the ends of 2 recordings fill no whole 10 s window") == 1
+
+
+def test_one_bad_setting_fails_fast_with_one_summary(tmp_path, caplog):
+    # issue 12, item 20
+    config = _small(tmp_path, files=3, subjects=2, reader={"format": "bdf"})
+    with pytest.raises(NeurofmError, match="first 3 recordings all failed the same way, so the "
+                       "other 3 were not tried: EEGReadError.*as bdf"):  # fmt: skip
+        preprocess_corpus(config, progress=False)
+    assert len((Path(config.out) / "failures.jsonl").read_text().splitlines()) == 3
+    # failures of some files among good ones are skipped, each distinct error logged once
+    root = Path(config.root)
+    for f in ("chb01_02", "chb02_01", "chb02_03"):
+        (root / f[:5] / f"{f}.edf").write_bytes(b"0       garbage")
+    stats = preprocess_corpus(config.replace(reader={}), progress=False)
+    assert stats["failures"] == 3 and stats["recordings"] == 3
+    assert len([r for r in caplog.records if "skipped 3 file(s)" in r.getMessage()]) == 1
+
+
+def test_config_errors_are_one_line_per_problem(tmp_path):
+    # issue 12, item 16
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("- dataset: chbmit\n- root: x\n")
+    with pytest.raises(ConfigError, match="holds a list at the top level"):
+        load_config(cfg, CorpusConfig)
+    cfg.write_text("dataset: chbmit\nroot: x\nout: y\nreader: {subjets: [chb01]}\n")
+    with pytest.raises(
+        ConfigError, match="unknown reader option 'subjets' .did you mean 'subjects'"
+    ):
+        load_config(cfg, CorpusConfig)
+    cfg.write_text("dataset: manifest\nroot: x\nout: y\nreader: {positons: {X: Cz}}\n")
+    with pytest.raises(ConfigError, match="did you mean 'positions'"):
+        load_config(cfg, CorpusConfig)
+    cfg.write_text("dataset: chbmit\nroot: x\nout: y\nworkers: 0\nrecipe: {sfrq: 1, notch: -5}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg, CorpusConfig)
+    lines = str(info.value).splitlines()
+    assert len(lines) == 2 and "pydantic" not in str(info.value)
+    assert all(line.startswith(f"{cfg}: ") for line in lines)
+    assert any(": workers: Input should be greater than or equal to 1 (got 0)" in x for x in lines)
+    assert any(": recipe: " in x and "'sfrq' (did you mean 'sfreq'?)" in x for x in lines)
+    config = load_config({"dataset": "chbmit", "root": "x", "out": "y"}, CorpusConfig,
+                         ["recipe.notch=50", "reader.subjects=[chb01]"])  # fmt: skip
+    assert config.recipe.notch == 50 and config.reader == {"subjects": ["chb01"]}
+    with pytest.raises(ConfigError, match="not KEY=VALUE"):
+        load_config({}, CorpusConfig, ["workers"])
+    (tmp_path / "file").write_text("")
+    root = _chbmit(tmp_path / "chb", subjects=1, files=1)
+    unwritable = _config(tmp_path, root).replace(out=str(tmp_path / "file" / "out"))
+    with pytest.raises(ConfigError, match="is not a writable folder"):
+        preprocess_corpus(unwritable, progress=False)
+
+
+def test_cli_prints_one_clean_line_for_bad_input(tmp_path):
+    # issue 12, item 16
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("dataset: chbmit\nroot: x\nout: y\nreader: {subjets: [chb01]}\n")
+    res = subprocess.run([sys.executable, "-m", "neurofm", "preprocess", str(cfg)],
+                         capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.startswith("error: ") and "did you mean 'subjects'" in res.stderr
+    res = subprocess.run([sys.executable, "-m", "neurofm", "preprocess", str(cfg), "--workers",
+                          "0"], capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 2 and "workers: Input should be greater" in res.stderr
+
+
+def _manifest_corpus(tmp_path) -> Path:
+    """An intracranial-like single-channel array and an EDF with a channel outside 10-05."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    np.save(data / "lfp.npy", rng.normal(0, 20e-6, (1, 25 * 256)))
+    write_edf(data / "scalp.edf", eeg(3, 30 * 256, 256, line=None), 256, ["Fp1", "Cz", "G1"])
+    (tmp_path / "manifest.csv").write_text(
+        "path,subject,label,onset,duration,sfreq,ch_names,positions\n"
+        "data/lfp.npy,p1,patient,,,256,LFP1,LFP1=-20 -10 5\n"
+        "data/scalp.edf,p2,control,,,,,\n"
+        "data/scalp.edf,p2,seizure,12,5,,,\n"
+    )
+    return tmp_path / "manifest.csv"
+
+
+def test_recording_label_reaches_the_batches(tmp_path):
+    # issue 12, item 17
+    csv = _manifest_corpus(tmp_path)
+    config = CorpusConfig(dataset="manifest", root=str(csv), out=str(tmp_path / "out"),
+                          workers=1, recipe={"notch": None})  # fmt: skip
+    stats = preprocess_corpus(config, progress=False)
+    assert stats["window_labels"] == {"patient": 2, "control": 2, "seizure": 1}
+    labels = {(lbl["shard"], lbl["window"]): lbl["label"]
+              for _, batch in ShardDataset(config.out, batch_size=3) for lbl in batch}  # fmt: skip
+    assert labels == {("lfp", 0): "patient", ("lfp", 1): "patient", ("scalp", 0): "control",
+                      ("scalp", 1): "seizure", ("scalp", 2): "control"}  # fmt: skip
+
+
+def test_manifest_and_yaml_reader_place_electrodes(tmp_path):
+    # issue 12, item 18
+    csv = _manifest_corpus(tmp_path)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"dataset: manifest\nroot: {csv}\nout: {tmp_path / 'out'}\nworkers: 1\n"
+                   "recipe: {notch: null}\nreader: {positions: {G1: Cz}}\n")  # fmt: skip
+    config = load_config(cfg, CorpusConfig)
+    assert preprocess_corpus(config, progress=False)["recordings"] == 2
+    shards = tmp_path / "out" / "shards"
+    lfp = json.loads((shards / "lfp" / "meta.json").read_text())
+    assert lfp["channels"] == ["LFP1"] and lfp["made_with"]["reader"]["positions"]
+    assert np.load(shards / "lfp" / "pos.npy").tolist() == [[-20.0, -10.0, 5.0]]
+    scalp = json.loads((shards / "scalp" / "meta.json").read_text())
+    pos = dict(zip(scalp["channels"], np.load(shards / "scalp" / "pos.npy"), strict=True))
+    assert np.isfinite(pos["Cz"]).all() and np.array_equal(pos["G1"], pos["Cz"])

@@ -155,6 +155,9 @@ def test_tuab_and_tuev(tmp_path):
     recs = {r.id: r for r in read_dataset("tuab", root)}
     assert recs["aaaaamye_s001_t000"].labels["abnormal"] == 1
     assert recs["aaaaaasf_s003_t002"].labels["abnormal"] == 0
+    # issue 12, item 17: the recording's class labels its windows
+    assert recs["aaaaamye_s001_t000"].label_at(0, 10, "bckg") == "abnormal"
+    assert recs["aaaaaasf_s003_t002"].label_at(0, 10, "bckg") == "normal"
     assert (
         recs["aaaaaasf_s003_t002"].split == "eval" and recs["aaaaamye_s001_t000"].split == "train"
     )
@@ -188,6 +191,7 @@ def test_seed_and_seed_iv(tmp_path):
     assert len(recs) == 45
     first = next(r for r in recs if r.session == "2" and r.labels["trial"] == 3)
     assert first.labels["emotion"] == "negative" and first.subject == "1"
+    assert first.label_at(0, 2, "bckg") == "negative"  # issue 12, item 17
     assert first.array().shape == (62, 603)
     raw = first.load()
     assert len(raw.ch_names) == 62 and raw.info["sfreq"] == 200
@@ -402,3 +406,44 @@ def test_unknown_dataset_and_wrong_folders(tmp_path):
         list(read_dataset("chbmit", tmp_path))
     with pytest.raises(NeurofmError, match="does not exist"):
         read_dataset("tusz", tmp_path / "nope")
+
+
+def test_manifest_positions_labels_and_bad_rows(tmp_path):
+    # issue 12, items 17 and 18: the recording's label and electrode places
+    from neurofm.errors import ConfigError
+    from neurofm.io.datasets.manifest import parse_positions
+
+    np.save(tmp_path / "a.npy", np.zeros((1, 2560)))
+    (tmp_path / "sub").mkdir()
+    np.save(tmp_path / "sub" / "a.npy", np.zeros((1, 2560)))
+    head = "path,subject,label,onset,duration,sfreq,ch_names,positions\n"
+    good = head + ('a.npy,p1,patient,,,256,D1,"D1=-30, -10, 20; D2 = Cz"\n'
+                   "sub/a.npy,p2,,,,256,D1,\n")  # fmt: skip
+    (tmp_path / "m.csv").write_text(good)
+    recs = read_dataset("manifest", tmp_path / "m.csv")
+    assert [r.id for r in recs] == ["a", "sub/a"]  # one file name in two folders
+    assert recs[0].reader == {"positions": {"D1": (-30.0, -10.0, 20.0), "D2": "Cz"}}
+    assert recs[0].label == "patient" and recs[0].label_at(0, 10, "bckg") == "patient"
+    assert recs[1].label is None and recs[1].label_at(0, 10, "bckg") == "bckg"
+    assert parse_positions("") == {}
+    bad_rows = {
+        "a.npy,p1,x,-3,1,256,D1,\n": "line 2: onset '-3' is not a finite number >= 0",
+        "a.npy,p1,x,,,0,D1,\n": "line 2: sfreq '0' is not a finite number > 0",
+        "a.npy,p1,x,,,256,D1,D1=1 2\n": "line 2: positions: 'D1=1 2' is not NAME=TARGET",
+        "a.npy,p1,x,,,256,D1,\na.npy,p9,,,,,,\n": "line 3: subject 'p9' contradicts 'p1'",
+        "a.npy,p1,x,,,256,D1,\na.npy,,y,,,,,\n": "line 3: label 'y' contradicts 'x'",
+        "nope.edf,p1,,,,,,\n": "line 2: 'nope.edf' is not a file",
+        ",p1,,,,,,\n": "line 2: no path is not a file",
+    }
+    for rows, message in bad_rows.items():
+        (tmp_path / "bad.csv").write_text(head + rows)
+        with pytest.raises(NeurofmError, match=message):
+            read_dataset("manifest", tmp_path / "bad.csv")
+    (tmp_path / "bin.csv").write_bytes(b"path\n\xff\xfe\x00garbage")
+    with pytest.raises(NeurofmError, match="not a readable CSV"):
+        read_dataset("manifest", tmp_path / "bin.csv")
+    # reader options: the reader's own, read_eeg's (applied to every recording), or a typo
+    with pytest.raises(ConfigError, match="'positons' .did you mean 'positions'"):
+        read_dataset("manifest", tmp_path / "m.csv", positons={"D1": "Cz"})
+    recs = list(read_dataset("manifest", tmp_path / "m.csv", positions={"D2": "Pz", "D3": "Oz"}))
+    assert recs[0].reader["positions"] == {"D1": (-30.0, -10.0, 20.0), "D2": "Pz", "D3": "Oz"}

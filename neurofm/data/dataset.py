@@ -35,10 +35,30 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import NeurofmError, ShardError, warn
 from ..tokens import Tokens, collate
-from .shards import INDEX, SHARDS, STATS, ShardWarning, file_sha256, read_meta, verify_shard
+from .shards import (
+    DATA_FILES,
+    INDEX,
+    SHARDS,
+    STATS,
+    ShardWarning,
+    file_sha256,
+    read_meta,
+    verify_shard,
+)
 
-#: shards verified in this process: (folder, meta.json mtime_ns, x.npy size)
-_VERIFIED: set[tuple[str, int, int]] = set()
+#: shards verified in this process, with the size and mtime of their files then
+_VERIFIED: set[tuple] = set()
+
+
+def _file_stats(shard: Path) -> tuple:
+    stats = []
+    for name in ("meta.json", *DATA_FILES):
+        try:
+            st = (shard / name).stat()
+            stats.append((st.st_size, st.st_mtime_ns))
+        except OSError:
+            stats.append(None)
+    return (str(shard), *stats)
 
 
 def _rank_world() -> tuple[int, int]:
@@ -116,8 +136,7 @@ class ShardDataset(IterableDataset):
         """(meta, memory-mapped arrays, static arrays), verified; raises ``ShardError``."""
         d = self.root / SHARDS / shard
         meta = read_meta(d)
-        key = (str(d), (d / "meta.json").stat().st_mtime_ns, meta["files"]["x.npy"]["bytes"])
-        if self.verify and key not in _VERIFIED:
+        if self.verify and (key := _file_stats(d)) not in _VERIFIED:
             verify_shard(d, meta)
             _VERIFIED.add(key)
         if meta["n_windows"] != n_windows:
