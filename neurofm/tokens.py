@@ -15,7 +15,7 @@ field       shape           meaning
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
@@ -23,8 +23,22 @@ import torch
 from einops import rearrange
 
 from .channels import PAD, UNK, eeg_vocabulary
+from .errors import NeurofmError, SignalError, UnitsError, logger
 from .preprocess import Recipe, Stream
-from .utils import NeurofmError, logger
+
+#: Largest |x| in real tokens, in model units (100 uV for EEG): anything above is wrong units
+MAX_ABS_X = 1e6
+#: Largest |pos| in MNI millimetres (a metre): anything above is not a position on a head
+MAX_ABS_POS_MM = 1000.0
+
+
+def _kind(tensor: torch.Tensor) -> str:
+    """'float', 'int' (bool excluded), 'bool' or 'complex'."""
+    if tensor.dtype == torch.bool:
+        return "bool"
+    if tensor.dtype.is_complex:
+        return "complex"
+    return "float" if tensor.dtype.is_floating_point else "int"
 
 
 @dataclass
@@ -39,6 +53,19 @@ class Tokens:
     names: list[tuple[str, ...]] | None = None  # space-unit names per batch item
 
     def __post_init__(self):
+        """Types and shapes (no look at the values, so no device sync: see :meth:`validate`).
+
+        Dtype rules: ``x`` any floating type (the encoder casts it to its own); ``space``
+        integer ids, stored as ``torch.long``; ``pos`` and ``t`` real, integers become
+        float32; ``mask`` bool.
+        """
+        for name in ("x", "space", "pos", "t", "mask"):
+            value = getattr(self, name)
+            if not isinstance(value, torch.Tensor):
+                raise NeurofmError(
+                    f"Tokens.{name} must be a torch.Tensor, got {type(value).__name__}: "
+                    "convert with torch.as_tensor(...)"
+                )
         if self.x.ndim != 4:
             raise NeurofmError(f"Tokens.x must be (B, S, N, P); got shape {tuple(self.x.shape)}")
         B, S, N, _ = self.x.shape
@@ -49,10 +76,69 @@ class Tokens:
                 raise NeurofmError(
                     f"Tokens.{name} has shape {got} but x {tuple(self.x.shape)} needs {shape}"
                 )
+        if not self.x.dtype.is_floating_point:
+            raise NeurofmError(
+                f"Tokens.x must be a floating-point signal, got {self.x.dtype}: scale it to "
+                "model units and convert with x.float(), or build Tokens with neurofm.tokenize"
+            )
+        if _kind(self.space) != "int":
+            raise NeurofmError(
+                f"Tokens.space must hold integer vocabulary ids, got {self.space.dtype}: ids "
+                "index the model's name table (neurofm.eeg_vocabulary().ids(names)); convert "
+                "whole numbers with space.long()"
+            )
+        self.space = self.space.long()
+        for name in ("pos", "t"):
+            value, kind = getattr(self, name), _kind(getattr(self, name))
+            if kind not in ("int", "float"):
+                raise NeurofmError(f"Tokens.{name} must hold real numbers, got {value.dtype}")
+            if kind == "int":
+                setattr(self, name, value.float())
         if self.mask.dtype != torch.bool:
-            raise NeurofmError(f"Tokens.mask must be bool, got {self.mask.dtype}")
+            raise NeurofmError(
+                f"Tokens.mask must be bool (True: a real token), got {self.mask.dtype}: "
+                "use mask.bool() or mask != 0"
+            )
         if self.names is not None and len(self.names) != B:
             raise NeurofmError(f"Tokens.names has {len(self.names)} entries for a batch of {B}")
+
+    def validate(self) -> Tokens:
+        """Check the values; raises a :class:`~neurofm.errors.NeurofmError` naming the fix.
+
+        ``t`` finite; ``pos`` MNI millimetres or NaN (unknown), never inf; ``space`` ids
+        not negative; ``x`` finite and below ``MAX_ABS_X`` model units in real tokens
+        (``mask`` True; padding may hold anything). This reads the values (a device sync
+        on GPU), so the encoder calls it once per batch; returns self.
+        """
+        if not torch.isfinite(self.t).all():
+            raise SignalError(
+                "Tokens.t holds NaN or inf: t is each patch's start in seconds (padding: 0); "
+                "rebuild it, e.g. t = start + torch.arange(N) * patch_seconds"
+            )
+        if (self.pos.isinf() | (self.pos.abs() > MAX_ABS_POS_MM)).any():
+            raise NeurofmError(
+                f"Tokens.pos holds inf or positions beyond {MAX_ABS_POS_MM:g} mm: positions "
+                "are MNI millimetres (a head spans about +-100 mm; metres x 1000), NaN where "
+                "unknown"
+            )
+        if self.space.numel() and self.space.min() < 0:
+            raise NeurofmError(
+                f"Tokens.space holds negative ids ({self.space.min().item()}): ids index the "
+                f"model's name table (PAD {PAD} for padding, UNK {UNK} for unknown names)"
+            )
+        real = self.x[self.mask]
+        if not torch.isfinite(real).all():
+            raise SignalError(
+                "Tokens.x holds NaN or inf in real tokens (mask=True): read with "
+                "on_nan='mask' (Recipe) or set those tokens' mask to False"
+            )
+        if real.numel() and real.abs().max() > MAX_ABS_X:
+            raise UnitsError(
+                f"Tokens.x reaches {real.abs().max().item():.3g} model units (limit "
+                f"{MAX_ABS_X:g}): models take scaled signals of order 1 (EEG: Recipe.unit_scale, "
+                "100 uV = 1; fMRI: FMRIRecipe.robust_scale); tokenize with the model's recipe"
+            )
+        return self
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -214,14 +300,15 @@ def iter_tokens(source, recipe: Recipe | None = None, *, batch_size: int = 64, p
     source : path | mne.io.Raw
         Anything :func:`neurofm.read_eeg` reads; paths and raws not from ``read_eeg``
         go through it first.
-    recipe : Recipe | None
-        Default ``Recipe()`` (LaBraM's conventions, 10 s windows of 1 s patches).
+    recipe : Recipe | dict | None
+        Default ``Recipe()`` (LaBraM's conventions, 10 s windows of 1 s patches); a dict
+        is validated into a ``Recipe``.
     batch_size : int
         Windows per yielded batch.
     """
     from .io.eeg import read_eeg
 
-    recipe = recipe or Recipe()
+    recipe = as_recipe(recipe)
     raw = read_eeg(source) if not _is_canonical(source) else source
     stream = Stream(raw, recipe, picks=picks, chunk_seconds=chunk_seconds)
     names = tuple(stream.ch_names)
@@ -266,6 +353,25 @@ def iter_tokens(source, recipe: Recipe | None = None, *, batch_size: int = 64, p
             "channels %s are flat (std < %g V) in every window and are masked out: "
             "check the electrodes or drop them", flat, recipe.flat_threshold,
         )  # fmt: skip
+
+
+def as_recipe(recipe) -> Recipe:
+    """A :class:`~neurofm.Recipe` from None (the defaults), a Recipe or a dict of its fields."""
+    if recipe is None:
+        return Recipe()
+    if isinstance(recipe, Recipe):
+        return recipe
+    if isinstance(recipe, Mapping):
+        from .config import load_config
+
+        return load_config(recipe, Recipe)
+    fmri = (
+        " (for fMRI, use neurofm.tokenize_fmri)" if "fmri" in type(recipe).__name__.lower() else ""
+    )
+    raise NeurofmError(
+        f"recipe must be a neurofm.Recipe or a dict of its fields, got "
+        f"{type(recipe).__name__}{fmri}: e.g. Recipe(sfreq=200) or {{'sfreq': 200}}"
+    )
 
 
 def _batched(items, n: int):

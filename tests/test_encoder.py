@@ -11,6 +11,7 @@ import torch
 
 import neurofm
 from neurofm.channels import PAD, UNK, eeg_vocabulary, map_channels
+from neurofm.errors import CheckpointError, FileFormatWarning, NeurofmError, SignalError
 from neurofm.models import (
     EncoderConfig,
     create_model,
@@ -21,7 +22,6 @@ from neurofm.models import (
 )
 from neurofm.models.convert import LABRAM_CHANNELS
 from neurofm.tokens import Tokens, collate
-from neurofm.utils import NeurofmError
 
 CHB = "FP1 FP2 F7 F3 FZ F4 F8 T7 C3 CZ C4 T8 P7 P3 PZ P4 P8 O1 O2 FT9 FT10 FC1 FC2".split()
 
@@ -450,6 +450,114 @@ def test_interrupted_save_keeps_previous_checkpoint(tmp_path, tiny, monkeypatch)
     load_model(path)  # still whole
 
 
+@pytest.mark.parametrize(
+    "edit",
+    [("model", "pooling", "cls"), ("recipe", "sfreq", 250.0), ("model", "modality", "fmri"),
+     (None, "weights_sha256", "0" * 64)],
+)  # fmt: skip
+def test_edited_config_json_is_refused_by_name(tmp_path, tiny, edit):
+    # issue 12, item 1: config.json is covered by a checksum of its own
+    path = tiny.save_pretrained(tmp_path / "ckpt")
+    config = json.loads((path / "config.json").read_text())
+    section, key, value = edit
+    (config[section] if section else config)[key] = value
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    with pytest.raises(CheckpointError, match=r"ckpt/config\.json does not match its checksum"):
+        load_model(path)
+    (path / "config.json").write_text(json.dumps(json.loads((path / "config.json").read_text())))
+    with pytest.raises(CheckpointError, match="save_pretrained"):  # the fix is named
+        load_model(path)
+
+
+def test_whitespace_in_config_json_is_not_damage(tmp_path, tiny):
+    # issue 12, item 1: the checksum covers the content, not its layout
+    path = tiny.save_pretrained(tmp_path / "ckpt")
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps(config, indent=7, sort_keys=True))
+    assert torch.equal(load_model(path).norm.weight, tiny.norm.weight)
+
+
+def test_format_1_checkpoints_still_load(tmp_path, tiny):
+    # issue 12, item 1: checkpoints saved before the config checksum stay readable
+    path = tiny.save_pretrained(tmp_path / "ckpt")
+    config = json.loads((path / "config.json").read_text())
+    del config["config_sha256"]
+    config["format_version"] = 1
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    with pytest.warns(FileFormatWarning, match="save the model again"):
+        loaded = load_model(path)
+    assert torch.equal(loaded.norm.weight, tiny.norm.weight)
+    config["format_version"] = 3
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    with pytest.raises(CheckpointError, match="upgrade neurofm"):
+        load_model(path)
+
+
+def test_stale_temporaries_are_ignored_then_removed(tmp_path, tiny):
+    # issue 12, item 1: what killed saves left is never read, and the next save removes it
+    path = tiny.save_pretrained(tmp_path / "ckpt")
+    (path / "README.md").write_text("model card")
+    stale = tmp_path / ".ckpt.99999999-0a1b2c3d.tmp"  # no such process
+    stale.mkdir()
+    (stale / "config.json").write_text("{half a file")
+    (path / ".tmpX78Rn8").write_bytes(b"\0" * 10)  # safetensors' own temporary (neurofm 0.1)
+    (tmp_path / "ckpt.part").write_bytes(b"\0")  # neurofm 0.1's atomic_write debris
+    assert load_model(path).config == tiny.config
+    create_model("eeg-tiny").save_pretrained(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    assert sorted(p.name for p in path.iterdir()) == ["README.md", "config.json",
+                                                      "model.safetensors"]  # fmt: skip
+    assert (path / "README.md").read_text() == "model card"  # other files are kept
+
+
+def test_atomic_write_leaves_no_part_file(tmp_path):
+    # issue 12, item 1: a failed write leaves the old file and no temporary
+    from neurofm.utils import atomic_write
+
+    target = tmp_path / "splits.json"
+    atomic_write(target, lambda p: p.write_text("old"))
+
+    def half(p):
+        p.write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, half)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_bad_checkpoint_files_are_named(tmp_path, tiny):
+    # issue 12, item 16: the error names the file given, not its folder
+    lone = tmp_path / "weights.safetensors"
+    lone.write_bytes(b"garbage")
+    with pytest.raises(
+        CheckpointError, match=r"weights\.safetensors is not part of a neurofm .*from_labram"
+    ):
+        load_model(lone)
+    path = tiny.save_pretrained(tmp_path / "ckpt")
+    (path / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=r"ckpt/model\.safetensors does not match"):
+        load_model(path / "model.safetensors")
+    (path / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"ckpt/config\.json is not valid JSON"):
+        load_model(path / "config.json")
+    with pytest.raises(CheckpointError, match="is a file, not a folder"):
+        tiny.save_pretrained(lone)
+
+
+def test_labram_pickle_named_safetensors(tmp_path):
+    # issue 12, item 16: a CheckpointError with the fix, not a raw SafetensorError
+    path = tmp_path / "labram-base.safetensors"
+    torch.save({"cls_token": torch.zeros(1, 1, 200)}, path)
+    with pytest.raises(
+        CheckpointError, match=r"labram-base\.safetensors is a PyTorch pickle.*rename it to \.pth"
+    ):
+        from_labram(path)
+    path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        from_labram(path)
+
+
 def test_hub_pull_from_local_cache(tmp_path, tiny, monkeypatch):
     """hf://owner/repo resolves through the Hugging Face cache layout, offline."""
     pytest.importorskip("huggingface_hub")
@@ -508,6 +616,106 @@ def test_bad_tokens(tiny):
         Tokens(x=torch.zeros(1, 3, 4, 200), space=torch.zeros(1, 2, dtype=torch.long),
                pos=torch.zeros(1, 3, 3), t=torch.zeros(1, 4),
                mask=torch.ones(1, 3, 4, dtype=torch.bool))  # fmt: skip
+
+
+def test_nan_or_inf_in_t_is_refused(tiny):
+    # issue 12, item 11: NaN in Tokens.t gave NaN features without a word
+    for bad in (float("nan"), float("inf")):
+        tokens = make_tokens(CHB[:3])
+        tokens.t[1, 2] = bad
+        with pytest.raises(SignalError, match="Tokens.t holds NaN or inf"):
+            tiny(tokens)
+    tokens = make_tokens(CHB[:3], t0=1.7e9)  # a Unix time stamp in float32: 128 s steps
+    with pytest.raises(SignalError, match="from the recording's start, or as float64"):
+        tiny(tokens)
+    tokens.t = tokens.t.double() + torch.arange(4, dtype=torch.float64)  # exact in float64
+    with torch.no_grad():
+        ref = tiny(make_tokens(CHB[:3])).pooled
+        torch.testing.assert_close(tiny(tokens).pooled, ref)
+
+
+def test_positions_and_ids_are_checked(tiny):
+    # issue 12, item 11: pos finite or NaN (never inf, never metres x 1e6), ids >= 0
+    tokens = make_tokens(CHB[:3])
+    tokens.pos[0, 1, 2] = float("inf")
+    with pytest.raises(NeurofmError, match="MNI millimetres"):
+        tiny(tokens)
+    tokens = make_tokens(CHB[:3])
+    tokens.space[0, 0] = -3
+    with pytest.raises(NeurofmError, match="negative ids"):
+        tiny(tokens)
+    tokens = make_tokens(CHB[:3])
+    tokens.x[0, 0, 0, 0] = 3e12
+    with pytest.raises(NeurofmError, match="model units"):
+        tiny(tokens)
+
+
+def test_tokens_dtypes_follow_one_rule(tiny):
+    # issue 12, item 16: float64/float16 x were raw conv errors; float space an IndexError
+    tokens = make_tokens(CHB[:3])
+    with torch.no_grad():
+        ref = tiny(tokens).tokens
+        for dtype in (torch.float64, torch.float16):
+            x = tokens.x.to(dtype)
+            other = Tokens(x=x, space=tokens.space, pos=tokens.pos, t=tokens.t, mask=tokens.mask)
+            torch.testing.assert_close(
+                tiny(other).tokens, tiny(replace_x(tokens, x.float())).tokens
+            )
+        ints = Tokens(x=tokens.x, space=tokens.space.int(), pos=tokens.pos, t=tokens.t.long(),
+                      mask=tokens.mask)  # fmt: skip
+        assert ints.space.dtype == torch.long and ints.t.dtype == torch.float32
+        assert torch.equal(tiny(ints).tokens, ref)
+    with pytest.raises(
+        NeurofmError, match=r"integer vocabulary ids, got torch.float32.*space.long\(\)"
+    ):
+        replace_space(tokens, tokens.space.float())
+    with pytest.raises(NeurofmError, match="floating-point signal"):
+        replace_x(tokens, tokens.x.long())
+    with pytest.raises(NeurofmError, match="must be a torch.Tensor"):
+        replace_x(tokens, tokens.x.numpy())
+
+
+def replace_x(tokens, x):
+    return Tokens(x=x, space=tokens.space, pos=tokens.pos, t=tokens.t, mask=tokens.mask)
+
+
+def replace_space(tokens, space):
+    return Tokens(x=tokens.x, space=space, pos=tokens.pos, t=tokens.t, mask=tokens.mask)
+
+
+def test_resize_time_table_rows_are_checked():
+    # issue 12, item 16: rows 0 or negative were a raw F.interpolate error
+    model = create_model("eeg-tiny", time_embed="table")
+    for rows in (0, -1, 2.5, True):
+        with pytest.raises(NeurofmError, match="integer >= 1"):
+            model.resize_time_table(rows)
+    assert model.resize_time_table(30).config.time_rows == 30
+
+
+def test_time_positions_survive_bf16_autocast(tiny):
+    # issue 12, item 11: t was cast to the compute dtype first; bf16 holds 3600 s in 16 s steps
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        early = tiny(make_tokens(CHB[:3])).pooled.float()
+        late = tiny(make_tokens(CHB[:3], t0=3600.5)).pooled.float()
+    torch.testing.assert_close(late, early)  # the time embedding is relative to the window
+
+
+def test_fmri_errors_speak_of_parcels():
+    # issue 12, item 19: the encoder's errors were worded for EEG (128 names, picks=)
+    model = create_model("fmri-tiny")
+    B, S, N = 1, 3, 2
+    pos = torch.tensor([[[10.0, 20, 30], [float("nan")] * 3, [-10.0, 0, 5]]])
+    tokens = Tokens(x=torch.randn(B, S, N, 20), space=torch.full((B, S), UNK), pos=pos,
+                    t=torch.tensor([[0.0, 14.4]]), mask=torch.ones(B, S, N, dtype=torch.bool),
+                    names=[("L_V1", "R_V1", "L_M1")])  # fmt: skip
+    with pytest.raises(NeurofmError, match=r"'R_V1' cannot be placed .*atlas=.*coords=") as err:
+        model(tokens)
+    assert "picks" not in str(err.value) and "128" not in str(err.value)
+    tokens.space[0, 0] = 7
+    with pytest.raises(NeurofmError, match="parcel ids .*tokenize_fmri"):
+        model(tokens)
+    with pytest.raises(NeurofmError, match="patches of 200 TRs but this fmri model takes 20"):
+        model(make_tokens(CHB[:3]))
 
 
 # ---------------------------------------------------------------------- end to end

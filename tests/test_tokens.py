@@ -11,8 +11,8 @@ from conftest import shared
 import neurofm
 from neurofm import Recipe, Tokens, collate
 from neurofm.channels import PAD, UNK
+from neurofm.errors import ConfigError, NeurofmError, SignalError
 from neurofm.synthetic import eeg
-from neurofm.utils import NeurofmError
 
 
 def _raw(names, seconds=40, sfreq=200):
@@ -90,6 +90,42 @@ def test_tokens_validation_and_indexing():
     with pytest.raises(NeurofmError, match=r"\(B, S, N, P\)"):
         Tokens(**{**ok, "x": torch.zeros(2, 3, 4)})
     assert tokens.to("cpu", dtype=torch.bfloat16).x.dtype == torch.bfloat16
+
+
+def test_tokens_validate_checks_values():
+    # issue 12, item 11: values are checked in one place (Tokens.validate), off the constructor
+    ok = dict(x=torch.zeros(1, 2, 3, 5), space=torch.full((1, 2), 7), pos=torch.zeros(1, 2, 3),
+              t=torch.arange(3.0)[None], mask=torch.ones(1, 2, 3, dtype=torch.bool))  # fmt: skip
+    assert Tokens(**ok).validate() is not None
+    t = ok["t"].clone()
+    t[0, 1] = float("nan")
+    tokens = Tokens(**{**ok, "t": t})  # the constructor never reads values
+    with pytest.raises(SignalError, match="Tokens.t holds NaN"):
+        tokens.validate()
+    x = ok["x"].clone()
+    x[0, 1, 2, 0] = float("inf")
+    with pytest.raises(SignalError, match="real tokens"):
+        Tokens(**{**ok, "x": x}).validate()
+    mask = ok["mask"].clone()
+    mask[0, 1, 2] = False  # the same inf in padding: fine
+    Tokens(**{**ok, "x": x, "mask": mask}).validate()
+    pos = torch.full((1, 2, 3), float("nan"))  # unknown positions are NaN: fine
+    Tokens(**{**ok, "pos": pos}).validate()
+
+
+def test_tokenize_takes_a_recipe_dict():
+    # issue 12, item 16: tokenize(raw, dict) was an AttributeError from inside the pipeline
+    raw = _raw(["Fp1", "Cz", "O2"], seconds=20)
+    fields = {"notch": None, "window_seconds": 4}
+    torch.testing.assert_close(
+        neurofm.tokenize(raw, fields).x, neurofm.tokenize(raw, Recipe(**fields)).x
+    )
+    with pytest.raises(ConfigError, match="window_secnds.*did you mean 'window_seconds'"):
+        neurofm.tokenize(raw, {"window_secnds": 4})
+    with pytest.raises(NeurofmError, match="must be a neurofm.Recipe or a dict"):
+        neurofm.tokenize(raw, 200)
+    with pytest.raises(NeurofmError, match="tokenize_fmri"):
+        neurofm.tokenize(raw, neurofm.FMRIRecipe(t_r=0.72))
 
 
 def test_plain_mne_raw_is_canonicalised_first():

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from ..channels import eeg_vocabulary, map_channels
-from ..utils import NeurofmError, logger
+from ..errors import CheckpointError, NeurofmError, logger, validate_type
 from .encoder import Encoder, EncoderConfig
 
 #: LaBraM's channel list (its ``utils.standard_1020``; braindecode's LABRAM_CHANNEL_ORDER)
@@ -79,25 +79,48 @@ def _read(source) -> dict[str, torch.Tensor]:
         return dict(source.state_dict())
     if isinstance(source, dict):
         return dict(source)
+    validate_type(source, "path-like", "source", "a path, a state dict or a torch.nn.Module")
     path = Path(source)
-    if not path.exists():
-        raise NeurofmError(f"no LaBraM checkpoint at {path}")
+    if not path.is_file():
+        raise CheckpointError(f"no LaBraM checkpoint at {path}: give the path of its .pth file")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
+        return _read_safetensors(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise NeurofmError(
+        raise CheckpointError(
             f"{path} could not be read as tensors with torch.load(weights_only=True) "
-            f"({type(err).__name__}: {str(err)[:200]}): it holds objects other than tensors. "
-            "neurofm will not unpickle it; re-save its state_dict() as safetensors"
+            f"({type(err).__name__}: {str(err)[:200]}): it is damaged or holds objects other "
+            "than tensors. neurofm will not unpickle it; re-save its state_dict() as safetensors"
         ) from err
     for key in ("model", "module", "state_dict"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            return dict(obj[key])
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict of tensors")
     return dict(obj)
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip, or a bare pickle
+            raise CheckpointError(
+                f"{path} is a PyTorch pickle (torch.save), not a safetensors file: rename it "
+                "to .pth and pass that to from_labram, which reads its tensors with "
+                "torch.load(weights_only=True)"
+            ) from err
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({err}): it is damaged or of another "
+            "format; download or convert it again"
+        ) from err
 
 
 def _normalise(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:

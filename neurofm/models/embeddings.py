@@ -172,13 +172,19 @@ class TimeEmbedding(nn.Module):
             self.proj = nn.Linear(2 * frequencies, dim, bias=False)
 
     def positions(self, t: torch.Tensor) -> torch.Tensor:
-        return ((t - t[:, :1]) / self.patch_seconds).clamp(min=0)
+        """Patch positions from the window's first patch, in float32.
+
+        The difference is taken at t's own precision (float32 at least), never at the
+        model's compute dtype: under bf16 autocast, t = 3600 s would round to 16 s steps.
+        """
+        t = t if t.dtype == torch.float64 else t.float()
+        return ((t - t[:, :1]) / self.patch_seconds).clamp(min=0).float()
 
     def forward(self, t: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
         """``real`` (B, N): patches that hold any real token (padding is not range-checked)."""
         idx = self.positions(t)
         if self.kind != "table":
-            return self.proj(fourier_features(idx[..., None], self.freqs))
+            return self.proj(fourier_features(idx[..., None].to(self.freqs.dtype), self.freqs))
         rows = self.table.shape[0]
         needed = idx if real is None else idx[real]
         if needed.numel() and needed.max() > rows - 1 + 1e-4:
@@ -200,6 +206,11 @@ class TimeEmbedding(nn.Module):
         """Interpolate a table to ``rows`` rows (linear, ends kept); returns self."""
         if self.kind != "table":
             raise NeurofmError("resize applies to time_embed='table'; Fourier time has no limit")
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+            raise NeurofmError(
+                f"rows={rows!r} is invalid: the number of time patches the table covers, an "
+                f"integer >= 1 (now {self.table.shape[0]}; e.g. 30 for 30 s of 1 s patches)"
+            )
         new = F.interpolate(self.table.T[None], size=rows, mode="linear", align_corners=True)
         self.table = nn.Parameter(new[0].T.contiguous())
         return self

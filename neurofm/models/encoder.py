@@ -23,8 +23,8 @@ from torch import nn
 
 from ..channels import eeg_vocabulary
 from ..config import StrictConfig
+from ..errors import NeurofmError, SignalError, logger
 from ..tokens import Tokens
-from ..utils import NeurofmError, logger
 from .attention import Attention
 from .embeddings import (
     ConvPatchEmbed,
@@ -33,6 +33,27 @@ from .embeddings import (
     TimeEmbedding,
     conv_out_len,
 )
+
+#: how errors name things, by modality: EEG channels and samples, fMRI parcels and TRs
+_WORDS = {
+    "eeg": dict(
+        unit="channel", samples="samples", tokenize="neurofm.tokenize(raw, model.recipe)",
+        ids="EEG ids come from neurofm.eeg_vocabulary(); tokenize with "
+        "neurofm.tokenize(raw, model.recipe)",
+        place="Drop the channel (picks=...), or give its position (read_eeg(..., "
+        "positions=...)) to a model with coord_frequencies > 0 (an imported LaBraM table "
+        "holds 128 names and no coordinates)",
+    ),
+    "fmri": dict(
+        unit="parcel", samples="TRs", tokenize="neurofm.tokenize_fmri(series, model.recipe)",
+        ids="parcel ids are 2 + the parcel's index in the model's atlas "
+        "(FMRIRecipe.space='atlas') or UNK (space='coords'); tokenize with "
+        "neurofm.tokenize_fmri(series, model.recipe)",
+        place="This model places parcels by their centroid: read the table with its atlas "
+        "(read_fmri(..., atlas=...)) or give centroids with coords= (parcels x 3, MNI mm), or "
+        "drop the parcel",
+    ),
+}  # fmt: skip
 
 
 class EncoderConfig(StrictConfig):
@@ -292,52 +313,64 @@ class Encoder(nn.Module):
 
     # ------------------------------------------------------------------ checks
     def check_tokens(self, tokens: Tokens) -> None:
-        """Raise a :class:`NeurofmError` naming the fix when ``tokens`` cannot be encoded."""
+        """Raise a :class:`NeurofmError` naming the fix when ``tokens`` cannot be encoded.
+
+        :meth:`Tokens.validate` (values) plus what this model needs: patch length, ids in
+        its vocabulary, times it can resolve, every real unit placeable. Reads values (a
+        device sync): the one place to move when validation leaves the training step.
+        """
         if not isinstance(tokens, Tokens):
             raise NeurofmError(
                 f"the encoder takes neurofm.Tokens, got {type(tokens).__name__}: build them "
                 "with neurofm.tokenize(recording, model.recipe) or Tokens(x=..., space=..., ...)"
             )
-        c = self.config
+        tokens.validate()
+        c, w = self.config, _WORDS[self.config.modality]
         P = tokens.shape[3]
         if P != c.patch_len:
             raise NeurofmError(
-                f"Tokens have patches of {P} samples but this model takes {c.patch_len} "
-                f"({c.patch_seconds:g} s): tokenize with the model's recipe (model.recipe)"
+                f"Tokens have patches of {P} {w['samples']} but this {c.modality} model takes "
+                f"{c.patch_len} ({c.patch_seconds:g} s): tokenize with the model's recipe "
+                f"({w['tokenize']})"
             )
         space = tokens.space
-        if space.numel() and (space.min() < 0 or space.max() >= c.vocab_size):
+        if space.numel() and space.max() >= c.vocab_size:
             raise NeurofmError(
                 f"Tokens.space holds ids outside this model's vocabulary of {c.vocab_size} "
-                f"names (got {space.min().item()}..{space.max().item()}): ids come from "
-                "neurofm.channels.eeg_vocabulary() for EEG; use the model's modality"
+                f"names (got {space.min().item()}..{space.max().item()}): {w['ids']}"
             )
-        real = tokens.mask
-        if real.any() and not torch.isfinite(tokens.x[real]).all():
-            raise NeurofmError(
-                "Tokens.x holds NaN or inf in real tokens (mask=True): read with "
-                "on_nan='mask' (Recipe) or set those tokens' mask to False"
-            )
-        lost = real.any(-1) & ~self.space_embed.placeable(space, tokens.pos.to(tokens.x.dtype))
+        t = tokens.t
+        if t.dtype != torch.float64 and t.numel():
+            step = t.abs().max().item() * torch.finfo(t.dtype).eps
+            if step > 0.1 * c.patch_seconds:
+                raise SignalError(
+                    f"Tokens.t reaches {t.abs().max().item():.6g} s, where {t.dtype} cannot "
+                    f"tell apart times {step:.3g} s apart (patches are {c.patch_seconds:g} s): "
+                    "give times from the recording's start, or as float64"
+                )
+        real = tokens.mask.any(-1)
+        lost = real & ~self.space_embed.placeable(space, tokens.pos.float())
         if lost.any():
             b, s = lost.nonzero()[0].tolist()
-            name = tokens.names[b][s] if tokens.names else f"unit {s} (id {space[b, s].item()})"
+            unit = f"{w['unit']} {s} (id {space[b, s].item()})"
+            name = tokens.names[b][s] if tokens.names else unit
+            why = ("no position (pos is NaN)" if self.space_embed.coords is not None
+                   else "this model has no coordinate embedding")  # fmt: skip
             raise NeurofmError(
-                f"{name!r} cannot be placed by this model: it has no learned row for that name "
-                "(an imported LaBraM table holds 128 names) and no coordinate embedding. "
-                "Drop the channel (picks=...) or use a model with coord_frequencies > 0"
+                f"{name!r} cannot be placed by this model: it has no learned row for that "
+                f"name and {why}. {w['place']}"
             )
 
     # ------------------------------------------------------------------ forward
     def embed(self, tokens: Tokens, hide: torch.Tensor | None = None) -> torch.Tensor:
         """Input embeddings (B, S, N, dim); ``hide`` (B, S, N) swaps patches for [MASK]."""
         mask = tokens.mask
-        x = torch.where(mask[..., None], tokens.x, 0.0)
+        x = torch.where(mask[..., None], tokens.x.to(self.mask_token.dtype), 0.0)
         h = self.patch_embed(x, None if mask.all() else mask)
         if hide is not None:
             h = torch.where(hide[..., None], self.mask_token.to(h.dtype), h)
         h = h + self.space_embed(tokens.space, tokens.pos.to(h.dtype))[:, :, None]
-        return h + self.time_embed(tokens.t.to(h.dtype), mask.any(1))[:, None]
+        return h + self.time_embed(tokens.t, mask.any(1)).to(h.dtype)[:, None]
 
     def forward(self, tokens: Tokens, hide: torch.Tensor | None = None) -> EncoderOutput:
         """Encode a batch. ``hide`` (B, S, N) bool: tokens replaced by [MASK] (pretraining).
@@ -394,7 +427,7 @@ class Encoder(nn.Module):
     # ------------------------------------------------------------------ utilities
     def resize_time_table(self, rows: int) -> Encoder:
         """Stretch a LaBraM-style time table to ``rows`` patches (fine-tune afterwards)."""
-        self.time_embed.resize(rows)
+        self.time_embed.resize(rows)  # validates rows
         self.config = self.config.replace(time_rows=rows)
         return self
 
