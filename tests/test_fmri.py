@@ -7,8 +7,14 @@ import pytest
 from conftest import shared
 
 import neurofm
+from neurofm.errors import (
+    FileFormatWarning,
+    NeurofmError,
+    NeurofmWarning,
+    SignalError,
+    SignalWarning,
+)
 from neurofm.io.fmri import FMRIRecipe, load_atlas, read_fmri, robust_scale, tokenize_fmri
-from neurofm.utils import NeurofmError, SignalError
 
 HAXBY = "fmri/haxby_sub001/haxby2001/sub001"
 
@@ -162,7 +168,7 @@ def test_table_formats(tmp_path):
     savemat(tmp_path / "two.mat", {"a": x, "b": x})
     with pytest.raises(NeurofmError, match="key="):
         read_fmri(tmp_path / "two.mat", t_r=2.0)
-    with pytest.raises(NeurofmError, match="transpose"):
+    with pytest.raises(NeurofmError, match=r"60 x 5, which does not fit 2 parcels \(labels\)"):
         read_fmri(tmp_path / "ts.npy", t_r=2.0, labels=["a", "b"])
 
 
@@ -257,7 +263,7 @@ def test_fmri_checkpoint_keeps_its_recipe(tmp_path):
     assert loaded.recipe == model.recipe and isinstance(loaded.recipe, neurofm.FMRIRecipe)
 
 
-def test_maps_atlas_and_resampled_labels(caplog):
+def test_maps_atlas_and_resampled_labels():
     import nibabel as nib
     from nilearn import image
 
@@ -270,9 +276,9 @@ def test_maps_atlas_and_resampled_labels(caplog):
     coarse = image.resample_img(atlas, target_affine=atlas.affine[:3, :3] * 1.5,
                                 interpolation="nearest", copy_header=True,
                                 force_resample=True)  # fmt: skip
-    with caplog.at_level("WARNING", logger="neurofm"):
+    with pytest.warns(NeurofmWarning, match="another grid"):
         resampled = read_fmri(_haxby_run(), coarse, labels=names)
-    assert "another grid" in caplog.text and resampled.shape[0] == 121
+    assert resampled.shape[0] == 121
 
 
 def test_bench_script_runs():
@@ -285,3 +291,248 @@ def test_bench_script_runs():
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     assert "power2011 (spheres)" in out.stdout and "cached s" in out.stdout
+
+
+# ---------------------------------------------------------------------- issue 12: bad input
+def _raw(t_r):
+    """A recipe that returns the table's values untouched, so reads can be compared."""
+    return FMRIRecipe(t_r=t_r, detrend=False, high_pass=None, robust_scale=False)
+
+
+def _no_named_warning(fn, *args, **kwargs):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = fn(*args, **kwargs)
+    assert not [w for w in caught if issubclass(w.category, NeurofmWarning)], caught
+    return value
+
+
+def test_hcp_mat_parcels_by_time(tmp_path):
+    # issue 12, item 6: HCP-derived .mat files hold tc as 94 parcels x 1200 TRs
+    from scipy.io import savemat
+
+    tc = np.random.default_rng(0).normal(size=(94, 1200))
+    savemat(tmp_path / "hcp.mat", {"tc": tc})
+    with pytest.warns(FileFormatWarning, match=r"parcels x time: 1200 TRs .* 94 parcels"):
+        series = read_fmri(tmp_path / "hcp.mat", t_r=0.72, recipe=_raw(0.72))
+    assert series.shape == (1200, 94) and series.attrs["layout"] == "parcels x time"
+    np.testing.assert_allclose(series.values, tc.T, rtol=1e-6)
+    # a known parcel count decides without a word; so does layout=
+    names = [f"roi{i}" for i in range(94)]
+    coords = np.random.default_rng(1).uniform(-60, 60, (94, 3))
+    for kwargs in ({"labels": names, "coords": coords}, {"layout": "parcels x time",
+                                                         "coords": coords}):  # fmt: skip
+        again = _no_named_warning(read_fmri, tmp_path / "hcp.mat", t_r=0.72,
+                                  recipe=_raw(0.72), **kwargs)  # fmt: skip
+        np.testing.assert_array_equal(again.values, series.values)
+    # the same series stored time x parcels reads the same, without a warning about layout
+    np.save(tmp_path / "tp.npy", tc.T)
+    with pytest.warns(NeurofmWarning, match="coordinates") as caught:
+        plain = read_fmri(tmp_path / "tp.npy", t_r=0.72, recipe=_raw(0.72))
+    assert not [w for w in caught if w.category is FileFormatWarning]
+    np.testing.assert_array_equal(plain.values, series.values)
+    assert plain.attrs["layout"] == "time x parcels"
+
+
+def test_table_layout_from_shape_count_or_refused(tmp_path):
+    # issue 12, item 6: 400 x 1200 without names was read as 400 TRs x 1200 parcels
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 1200))
+    np.save(tmp_path / "pt.npy", x)
+    with pytest.warns(FileFormatWarning, match="1200 parcels, more than any atlas"):
+        series = read_fmri(tmp_path / "pt.npy", t_r=0.72, recipe=_raw(0.72))
+    np.testing.assert_allclose(series.values, x.T, rtol=1e-6)
+    # both readings plausible: refused with the fix, then read either way on request
+    y = rng.normal(size=(200, 100))
+    np.save(tmp_path / "amb.npy", y)
+    with pytest.raises(
+        NeurofmError, match=r"ambiguous .*200 TRs \(400 s\) of 100 parcels.*layout="
+    ):
+        read_fmri(tmp_path / "amb.npy", t_r=2.0)
+    rows = read_fmri(tmp_path / "amb.npy", t_r=2.0, recipe=_raw(2.0), layout="time x parcels")
+    cols = read_fmri(tmp_path / "amb.npy", t_r=2.0, recipe=_raw(2.0), layout="Parcels × time")
+    np.testing.assert_allclose(rows.values, y, rtol=1e-6)
+    np.testing.assert_allclose(cols.values, y.T, rtol=1e-6)
+    # a parcel count that matches one axis decides; one matching neither, or both, refuses
+    seitz = read_fmri(tmp_path / "pt.npy", t_r=0.72, recipe=_raw(0.72), labels=range(400))
+    np.testing.assert_array_equal(seitz.values, series.values)
+    with pytest.raises(NeurofmError, match=r"400 x 1200, which does not fit 264 parcels"):
+        read_fmri(tmp_path / "pt.npy", t_r=0.72, atlas="power2011")
+    np.save(tmp_path / "square.npy", rng.normal(size=(100, 100)))
+    with pytest.raises(NeurofmError, match="ambiguous"):
+        read_fmri(tmp_path / "square.npy", t_r=2.0, labels=range(100))
+    with pytest.raises(NeurofmError, match="did you mean 'parcels x time'"):
+        read_fmri(tmp_path / "amb.npy", t_r=2.0, layout="parcel x time")
+    # names on one axis decide: a first column of names means rows are parcels
+    text = "\n".join(f"roi{i}," + ",".join(f"{v:.6f}" for v in r) for i, r in enumerate(y.T))
+    (tmp_path / "named_rows.csv").write_text(text)
+    named = read_fmri(tmp_path / "named_rows.csv", t_r=2.0, recipe=_raw(2.0), coords=np.ones((100, 3)) * 10)  # fmt: skip
+    assert named.parcel.values[3] == "roi3" and named.attrs["layout"] == "parcels x time"
+    np.testing.assert_allclose(named.values, y, atol=1e-6)
+
+
+def test_headerless_csv_keeps_its_first_tr(tmp_path):
+    # issue 12, item 7: a bad first cell made the first TR a row of parcel names
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 4))
+    lines = [",".join(f"{v:.6f}" for v in row) for row in x]
+    (tmp_path / "clean.csv").write_text("\n".join(lines))
+    series = read_fmri(tmp_path / "clean.csv", t_r=2.0, recipe=_raw(2.0))
+    np.testing.assert_allclose(series.values, x, atol=1e-6)  # all 60 TRs, none lost
+    bad_first = ["1.2,oops," + lines[0].split(",", 2)[2], *lines[1:]]
+    (tmp_path / "bad_first.csv").write_text("\n".join(bad_first))
+    with pytest.raises(NeurofmError, match=r"row 1, column 2 holds 'oops'.*header row holds only"):
+        read_fmri(tmp_path / "bad_first.csv", t_r=2.0)
+    semicolons = [ln.replace(",", ";") for ln in lines]  # a European CSV
+    cells = semicolons[4].split(";")
+    semicolons[4] = ";".join([*cells[:2], "1,5", *cells[3:]])  # one decimal comma
+    (tmp_path / "bad_later.csv").write_text("\n".join(semicolons))
+    with pytest.raises(NeurofmError, match=r"row 5, column 3 holds '1,5'.*decimal comma"):
+        read_fmri(tmp_path / "bad_later.csv", t_r=2.0)
+    # a header is a row of names only; numeric-looking names are refused, not eaten
+    (tmp_path / "header.csv").write_text("a,b,c,d\n" + "\n".join(lines))
+    assert list(read_fmri(tmp_path / "header.csv", t_r=2.0).parcel.values) == list("abcd")
+    (tmp_path / "num_names.csv").write_text("WM,Vent,2001,2002\n" + "\n".join(lines))
+    with pytest.raises(NeurofmError, match=r"row 1, column 1 holds 'WM'.*'roi_2001'"):
+        read_fmri(tmp_path / "num_names.csv", t_r=2.0)
+    # pandas' to_csv index column is an index, not a parcel
+    import pandas as pd
+
+    pd.DataFrame(x, columns=list("abcd")).to_csv(tmp_path / "indexed.csv")
+    indexed = read_fmri(tmp_path / "indexed.csv", t_r=2.0, recipe=_raw(2.0))
+    assert list(indexed.parcel.values) == list("abcd")
+    np.testing.assert_allclose(indexed.values, x, rtol=1e-6)
+    # a one-column CSV of decimals is not split at the decimal point (csv's sniffer did)
+    (tmp_path / "one.csv").write_text("\n".join(f"{v:.4f}" for v in x[:, 0]))
+    one = read_fmri(tmp_path / "one.csv", t_r=2.0, recipe=_raw(2.0))
+    assert one.shape == (60, 1)
+    np.testing.assert_allclose(one.values[:, 0], x[:, 0], atol=1e-4)
+
+
+def test_table_coordinates_flagged_or_given(tmp_path):
+    # issue 12, item 19: tables without an atlas carried NaN positions without a word
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 160))
+    np.save(tmp_path / "dos.npy", x)
+    with pytest.warns(NeurofmWarning, match=r"no parcel coordinates.*coords=.*'power2011'"):
+        bare = read_fmri(tmp_path / "dos.npy", t_r=2.0, layout="time x parcels")
+    assert np.isnan(bare.x.values).all()
+    coords = rng.uniform(-70, 70, (160, 3))
+    given = _no_named_warning(read_fmri, tmp_path / "dos.npy", t_r=2.0, coords=coords)
+    np.testing.assert_allclose(np.c_[given.x, given.y, given.z], coords)
+    recipe = FMRIRecipe(t_r=2.0, patch_trs=20, window_patches=6)
+    tokens = tokenize_fmri(given, recipe)
+    np.testing.assert_allclose(tokens.pos[0].numpy(), coords, rtol=1e-6)
+    # a known atlas name gives names and centroids offline, and decides the layout
+    from nilearn import datasets
+
+    dos = _no_named_warning(read_fmri, tmp_path / "dos.npy", t_r=2.0, atlas="dosenbach2010")
+    expected = datasets.fetch_coords_dosenbach_2010().rois[["x", "y", "z"]].to_numpy(float)
+    np.testing.assert_allclose(np.c_[dos.x, dos.y, dos.z], expected)
+    assert dos.parcel.values[0] == "dosenbach2010_1"
+    for bad, match in (
+        (coords[:10], r"does not fit 10 parcels \(coords\)"),
+        (coords[:, :2], r"shape \(160, 2\)"),
+        (coords / 1000, "metres"),
+        (np.where(np.eye(160, 3) > 0, np.nan, coords), "NaN or inf in rows"),
+    ):
+        with pytest.raises(NeurofmError, match=match):
+            read_fmri(tmp_path / "dos.npy", t_r=2.0, coords=bad)
+    with pytest.raises(NeurofmError, match="counts disagree"):
+        read_fmri(tmp_path / "dos.npy", t_r=2.0, coords=coords[:10], labels=range(160))
+    with pytest.raises(NeurofmError, match="coords="):  # not bundled, not on disk
+        read_fmri(tmp_path / "dos.npy", t_r=2.0, atlas="schaefer2018-100", data_dir=tmp_path)
+
+
+def test_misleading_errors_name_the_problem(tmp_path):
+    # issue 12, item 16: garbage .mat, 3-D .npy, tokenize_fmri(ndarray), TR in milliseconds
+    import nibabel as nib
+    import pydantic
+
+    (tmp_path / "garbage.mat").write_bytes(np.random.default_rng(0).bytes(500))
+    with pytest.raises(NeurofmError, match="could not read garbage.mat as a MATLAB file"):
+        read_fmri(tmp_path / "garbage.mat", t_r=2.0)
+    np.save(tmp_path / "subjects.npy", np.zeros((3, 100, 10)))
+    with pytest.raises(NeurofmError, match=r"3-D \(3, 100, 10\).*one run at a time"):
+        read_fmri(tmp_path / "subjects.npy", t_r=2.0)
+    with pytest.raises(NeurofmError, match=r"DataArray that read_fmri returns.*read_fmri\(array"):
+        tokenize_fmri(np.zeros((200, 10)))
+    np.save(tmp_path / "ok.npy", np.random.default_rng(0).normal(size=(100, 5)))
+    with pytest.raises(NeurofmError, match="looks like milliseconds; pass seconds, t_r=2.5"):
+        read_fmri(tmp_path / "ok.npy", t_r=2500)
+    with pytest.raises(pydantic.ValidationError, match="milliseconds") as err:
+        FMRIRecipe(t_r=2500)
+    assert "high_pass" not in str(err.value)
+    run = nib.Nifti1Image(np.ones((4, 4, 4, 30), np.float32), np.eye(4))
+    run.header.set_xyzt_units("mm", "sec")
+    run.header["pixdim"][4] = 2500.0  # milliseconds written as seconds
+    with pytest.raises(NeurofmError, match="header's t_r=2500 s .*milliseconds"):
+        read_fmri(run, "power2011")
+    for bad in (0, -2.0, float("nan"), float("inf"), "2"):
+        with pytest.raises(NeurofmError, match="t_r"):
+            read_fmri(tmp_path / "ok.npy", t_r=bad)
+
+
+def test_hostile_tables_and_images(tmp_path):
+    # issue 12, hostile reading: non-finite values, empty parcels, one volume, bad shapes
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 5))
+    x[7, 2] = np.inf  # inf once turned the whole cleaned table into NaN
+    np.save(tmp_path / "inf.npy", x)
+    with pytest.raises(SignalError, match=r"inf in 1 parcel series \(first: 'parcel_2' at 14 s"):
+        read_fmri(tmp_path / "inf.npy", t_r=2.0)
+    x[7, 2] = 1.0
+    x[:, 4] = np.nan  # a parcel stored as NaN throughout is missing, like an empty parcel
+    np.save(tmp_path / "missing.npy", x)
+    with pytest.warns(SignalWarning, match=r"1 parcels are empty.*parcel_4"):
+        series = read_fmri(tmp_path / "missing.npy", t_r=2.0, recipe=_raw(2.0))
+    np.testing.assert_allclose(series.values[:, :4], x[:, :4], rtol=1e-6)
+    assert series.attrs["empty_parcels"] == ["parcel_4"]
+    with pytest.raises(NeurofmError, match=r"confounds have shape \(99, 1\)"):
+        read_fmri(tmp_path / "missing.npy", t_r=2.0, confounds=np.zeros(99))
+    with pytest.raises(NeurofmError, match="list of parcel names"):
+        read_fmri(tmp_path / "missing.npy", t_r=2.0, labels="abcde")
+    one = nib.Nifti1Image(np.ones((4, 4, 4, 1), np.float32), np.eye(4))
+    with pytest.raises(NeurofmError, match=r"has 1 volume\(s\)"):
+        read_fmri(one, "power2011", t_r=2.0)
+    nan_tr = nib.Nifti1Image(np.ones((4, 4, 4, 30), np.float32), np.eye(4))
+    nan_tr.header["pixdim"][4] = np.nan
+    with pytest.raises(NeurofmError, match="pass the real repetition time"):
+        read_fmri(nan_tr, "power2011")
+    # a labels atlas saved with a 4th axis of length 1 is labels, not one probabilistic map
+    labels4d = nib.Nifti1Image((np.arange(64) % 3).astype(np.int16).reshape(4, 4, 4, 1), np.eye(4))
+    atlas = load_atlas(labels4d)
+    assert atlas.kind == "labels" and atlas.values == [1, 2]
+    with pytest.raises(NeurofmError, match="holds no label"):
+        load_atlas(nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.eye(4)))
+    with pytest.raises(NeurofmError, match="2 label names for the 3 maps"):
+        load_atlas(nib.Nifti1Image(rng.random((4, 4, 4, 3)), np.eye(4)), labels=["a", "b"])
+
+
+def test_series_without_tr_is_not_given_one():
+    # issue 12: a hand-made DataArray without attrs['t_r'] was tokenized at 0.72 s silently
+    import xarray as xr
+
+    series = xr.DataArray(np.zeros((200, 3), np.float32), dims=("time", "parcel"))
+    with pytest.raises(NeurofmError, match=r"no attrs\['t_r'\]"):
+        tokenize_fmri(series)
+    tokens = tokenize_fmri(series, FMRIRecipe(t_r=2.0, window_patches=2))
+    assert tokens.shape == (5, 3, 2, 20) and np.isnan(tokens.pos.numpy()).all()
+
+
+def test_mat_v73_keeps_matlab_orientation(tmp_path):
+    # issue 12, item 6: v7.3 .mat files are HDF5 and store arrays column-major
+    h5py = pytest.importorskip("h5py")
+    tc = np.random.default_rng(0).normal(size=(94, 1200))  # as MATLAB shows it
+    path = tmp_path / "v73.mat"
+    with h5py.File(path, "w", userblock_size=512) as f:
+        f["tc"] = tc.T  # what MATLAB's save -v7.3 writes: column-major, behind a header
+    with open(path, "r+b") as f:  # MATLAB's 128-byte header: text, version 0x0200, 'IM'
+        f.write(b"MATLAB 7.3 MAT-file".ljust(116) + bytes(8) + b"\x00\x02IM")
+    series = read_fmri(path, t_r=0.72, recipe=_raw(0.72),
+                       layout="parcels x time", coords=np.full((94, 3), 10.0))  # fmt: skip
+    np.testing.assert_allclose(series.values, tc.T, rtol=1e-6)

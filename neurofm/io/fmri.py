@@ -6,45 +6,80 @@
     tokens = neurofm.tokenize_fmri(series, FMRIRecipe())                  # Tokens
 
 ``read_fmri`` takes a 4-D NIfTI (path or nibabel image) with an atlas, or a ready table
-of parcel time series (CSV/TSV, AFNI ``.1D``, ``.npy``, MATLAB ``.mat``), and returns an
-``xarray.DataArray`` (time x parcel) with parcel names, centroids (MNI mm) and the TR.
-Cleaning follows the :class:`FMRIRecipe`: confound regression, detrending, high-pass,
-then resampling in time to the model's TR, then robust scaling per parcel,
-``(x - median) / IQR``.
+of parcel time series (CSV/TSV, AFNI ``.1D``, ``.npy``, MATLAB ``.mat``, a 2-D array or
+DataFrame), and returns an ``xarray.DataArray`` (time x parcel) with parcel names,
+centroids (MNI mm) and the TR. Cleaning follows the :class:`FMRIRecipe`: confound
+regression, detrending, high-pass, then resampling in time to the model's TR, then robust
+scaling per parcel, ``(x - median) / IQR``.
 
-Atlases (no network needed): the coordinate atlases bundled with nilearn
-(``"power2011"`` 264 ROIs, ``"dosenbach2010"`` 160, ``"seitzman2018"`` 300) as spheres;
-any labels image (3-D) with its label table; probabilistic maps (4-D); data-driven
-parcellations (``"ward-100"``, ``"kmeans-100"``, ``"rena-100"``) fitted on the run; and
-nilearn's fetchers (``"schaefer2018-400"``, ``"aal"``, ``"difumo-64"``) when the atlas is
-already in the nilearn data folder.
+Atlases (no network needed) are described in :mod:`neurofm.io.atlases`.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..config import StrictConfig
-from ..utils import NeurofmError, SignalError, did_you_mean, logger
+from ..errors import (
+    FileFormatWarning,
+    NeurofmError,
+    NeurofmWarning,
+    SignalError,
+    SignalWarning,
+    check_finite,
+    check_option,
+    did_you_mean,
+    warn,
+)
+from .atlases import (  # noqa: F401  (re-exported: neurofm.io.fmri.load_atlas, Atlas)
+    COORD_ATLASES,
+    FETCHED,
+    PARCELLATIONS,
+    Atlas,
+    _names,
+    load_atlas,
+)
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".1d", ".txt", ".npy", ".mat")
 PLACEHOLDER_TRS = (0.0, 1.0)
-COORD_ATLASES = {"power2011": 264, "dosenbach2010": 160, "seitzman2018": 300}
-FETCHED = ("schaefer2018", "aal", "difumo")
-PARCELLATIONS = ("ward", "kmeans", "rena", "hierarchical_kmeans")
+MIN_TR, MAX_TR = 0.05, 30.0  # s: fast multiband/MREG runs to sparse sampling
+LAYOUTS = ("time x parcels", "parcels x time")
+MAX_PARCELS = 1024  # DiFuMo's largest; no common atlas has more
+MIN_RUN_TRS, MIN_RUN_SECONDS = 10, 30.0  # shorter is no run: see _orient
+NA_TOKENS = ("nan", "-nan", "na", "n/a", "null")
+
+
+def _tr_problem(t_r: float) -> str | None:
+    """Why a finite, positive TR (s) is implausible, with the fix; None when it is fine."""
+    if t_r > MAX_TR:
+        unit = f"it looks like milliseconds; pass seconds, t_r={t_r / 1000:g}" if t_r >= 100 else (
+            "pass the TR in seconds")  # fmt: skip
+        return f"t_r={t_r:g} s is longer than any fMRI TR ({MIN_TR:g}-{MAX_TR:g} s): {unit}"
+    if t_r < MIN_TR:
+        return f"t_r={t_r:g} s is shorter than any fMRI TR ({MIN_TR:g}-{MAX_TR:g} s): pass seconds"
+    return None
+
+
+def check_tr(t_r, name: str = "t_r") -> float:
+    """A repetition time in seconds: finite, positive and within fMRI's range."""
+    t_r = check_finite(t_r, name, low=0, low_open=True)
+    problem = _tr_problem(t_r)
+    if problem:
+        raise NeurofmError(problem if name == "t_r" else f"{name}: {problem}")
+    return t_r
 
 
 class FMRIRecipe(StrictConfig):
     """How an fMRI run becomes model input; saved inside fMRI checkpoints."""
 
     modality: Literal["fmri"] = "fmri"
-    t_r: float = Field(0.72, gt=0, description="the model's TR (s); runs are resampled to it")
+    t_r: float = Field(0.72, gt=0, allow_inf_nan=False,
+                       description="the model's TR (s); runs are resampled to it")  # fmt: skip
     patch_trs: int = Field(20, gt=0, description="TRs per patch (BrainLM: 20)")
     window_patches: int = Field(10, gt=0, description="patches per window (BrainLM: 200 TRs)")
     stride_patches: int | None = Field(None, gt=0, description="None: windows do not overlap")
@@ -61,13 +96,28 @@ class FMRIRecipe(StrictConfig):
     atlas: str | None = Field(None, description="the atlas this model was trained on")
     version: int = 1
 
+    @field_validator("t_r")
+    @classmethod
+    def _plausible_tr(cls, t_r: float) -> float:
+        problem = _tr_problem(t_r)  # before the filters, which would otherwise be blamed
+        if problem:
+            raise ValueError(problem)
+        return t_r
+
     @model_validator(mode="after")
     def _check(self):
         nyq = 0.5 / self.t_r
         for name in ("high_pass", "low_pass"):
             value = getattr(self, name)
             if value is not None and value >= nyq:
-                raise ValueError(f"{name}={value} Hz must be below the Nyquist {nyq:.3g} Hz of t_r")
+                raise ValueError(
+                    f"{name}={value} Hz must be below the Nyquist frequency {nyq:.3g} Hz of "
+                    f"t_r={self.t_r} s: lower {name}, or None for no filter"
+                )
+        if self.high_pass and self.low_pass and self.high_pass >= self.low_pass:
+            raise ValueError(
+                f"high_pass={self.high_pass} Hz must be below low_pass={self.low_pass} Hz"
+            )
         return self
 
     @property
@@ -87,148 +137,6 @@ class FMRIRecipe(StrictConfig):
         return self.patch_trs * (self.stride_patches or self.window_patches)
 
 
-# ---------------------------------------------------------------------- atlases
-@dataclass
-class Atlas:
-    """Parcels: names, centroids (MNI mm) and how to extract them from an image."""
-
-    name: str
-    kind: Literal["spheres", "labels", "maps", "parcellation"]
-    names: list[str]
-    coords: np.ndarray  # (P, 3)
-    image: object = None  # labels (3-D) or maps (4-D) image
-    values: list[int] = field(default_factory=list)  # label values, for labels images
-    n_parcels: int = 0  # parcellation
-    method: str = ""
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-
-def _centroids_of_labels(img, values) -> np.ndarray:
-    """Mean voxel position (MNI mm) per label value, in one pass over the image."""
-    data = np.asarray(img.dataobj).reshape(-1)
-    index = np.searchsorted(values, data)  # values are sorted (np.unique)
-    inside = (index < len(values)) & (
-        data == np.asarray(values)[np.minimum(index, len(values) - 1)]
-    )
-    ijk = np.indices(img.shape[:3]).reshape(3, -1)[:, inside]
-    counts = np.bincount(index[inside], minlength=len(values)).astype(float)
-    sums = np.stack([np.bincount(index[inside], weights=a, minlength=len(values)) for a in ijk], 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = sums / counts[:, None]  # NaN for a label with no voxel
-    return (img.affine @ np.c_[mean, np.ones(len(values))].T)[:3].T
-
-
-def _centroids_of_maps(img) -> np.ndarray:
-    data = np.clip(np.asarray(img.dataobj, dtype=np.float64), 0, None)
-    ijk = np.indices(data.shape[:3]).reshape(3, -1).T.astype(float)
-    w = data.reshape(-1, data.shape[3])
-    mean = (w.T @ ijk) / np.maximum(w.sum(0), 1e-12)[:, None]
-    return (img.affine @ np.c_[mean, np.ones(len(mean))].T)[:3].T
-
-
-def _read_label_table(labels, values) -> list[str]:
-    if labels is None:
-        return [f"label_{v}" for v in values]
-    if isinstance(labels, str | Path):
-        import pandas as pd
-
-        table = pd.read_csv(labels, sep=None, engine="python")
-        index = {int(r.iloc[0]): str(r.iloc[1]) for _, r in table.iterrows()}
-        return [index.get(v, f"label_{v}") for v in values]
-    labels = [str(n) for n in labels]
-    if len(labels) == len(values) + 1:  # nilearn convention: the background name first
-        labels = labels[1:]
-    if len(labels) != len(values):
-        raise NeurofmError(
-            f"{len(labels)} label names for {len(values)} labels in the image: give one name "
-            "per non-zero label value (or a TSV with value and name columns)"
-        )
-    return labels
-
-
-def load_atlas(spec, *, labels=None, data_dir=None) -> Atlas:
-    """An :class:`Atlas` from a name, an image (path or nibabel) or an Atlas."""
-    import nibabel as nib
-    from nilearn import datasets, image
-
-    if isinstance(spec, Atlas):
-        return spec
-    if isinstance(spec, str) and not Path(spec).exists():
-        name = spec.lower()
-        base, _, num = name.partition("-")
-        if name in COORD_ATLASES:
-            fetch = getattr(datasets, {"power2011": "fetch_coords_power_2011",
-                                       "dosenbach2010": "fetch_coords_dosenbach_2010",
-                                       "seitzman2018": "fetch_coords_seitzman_2018"}[name])  # fmt: skip
-            rois = fetch().rois
-            coords = rois[["x", "y", "z"]].to_numpy(float)
-            names = [f"{name}_{i + 1}" for i in range(len(coords))]
-            return Atlas(name, "spheres", names, coords)
-        if base in PARCELLATIONS:
-            if not num.isdigit():
-                raise NeurofmError(f"give the number of parcels: '{base}-100'")
-            return Atlas(name, "parcellation", [], np.zeros((0, 3)), n_parcels=int(num),
-                         method=base)  # fmt: skip
-        if base in FETCHED:
-            return _fetched_atlas(base, num, data_dir)
-        options = [*COORD_ATLASES, "schaefer2018-400", "aal", "difumo-64", "ward-100"]
-        raise NeurofmError(
-            f"unknown atlas {spec!r}{did_you_mean(spec, options)}: use one of {options}, "
-            "a labels image (3-D) or a probabilistic maps image (4-D)"
-        )
-    img = image.load_img(spec) if not isinstance(spec, nib.spatialimages.SpatialImage) else spec
-    name = Path(spec).name if isinstance(spec, str | Path) else "custom"
-    if img.ndim == 4:
-        n = img.shape[3]
-        names = [str(x) for x in labels] if labels is not None else [f"map_{i}" for i in range(n)]
-        return Atlas(name, "maps", names, _centroids_of_maps(img), image=img)
-    data = np.asarray(img.dataobj)
-    if not np.allclose(data, np.round(data)):
-        raise NeurofmError(f"{name}: a labels atlas must hold integer labels")
-    values = [int(v) for v in np.unique(data) if v != 0]
-    return Atlas(name, "labels", _read_label_table(labels, values),
-                 _centroids_of_labels(img, values), image=img, values=values)  # fmt: skip
-
-
-def _fetched_atlas(base: str, num: str, data_dir) -> Atlas:
-    """nilearn's fetchers, offline: the atlas must already be in the nilearn data folder."""
-    import socket
-
-    from nilearn import datasets
-
-    folder = data_dir or datasets.get_data_dirs()[0]
-    fetch = {
-        "schaefer2018": lambda: datasets.fetch_atlas_schaefer_2018(
-            n_rois=int(num or 400), data_dir=data_dir, verbose=0),
-        "aal": lambda: datasets.fetch_atlas_aal(data_dir=data_dir, verbose=0),
-        "difumo": lambda: datasets.fetch_atlas_difumo(
-            dimension=int(num or 64), data_dir=data_dir, verbose=0),
-    }[base]  # fmt: skip
-    real_connect = socket.socket.connect
-
-    def no_network(*args, **kwargs):
-        raise OSError("neurofm does not download atlases")
-
-    socket.socket.connect = no_network  # never download: only what is already on disk
-    try:
-        bunch = fetch()
-    except Exception as err:
-        raise NeurofmError(
-            f"atlas '{base}{'-' + num if num else ''}' is not in the nilearn data folder "
-            f"{folder} and neurofm works offline: fetch it once where there is network "
-            f"(nilearn.datasets) into that folder, or pass the atlas image and labels "
-            f"({type(err).__name__})"
-        ) from err
-    finally:
-        socket.socket.connect = real_connect
-    labels = [str(x) for x in getattr(bunch, "labels", [])]
-    atlas = load_atlas(bunch.maps, labels=labels or None)
-    atlas.name = f"{base}-{num}" if num else base
-    return atlas
-
-
 # ---------------------------------------------------------------------- extraction
 def _check_overlap(img, atlas: Atlas) -> None:
     """Warn when the atlas is resampled to the image; error when they barely overlap."""
@@ -236,8 +144,9 @@ def _check_overlap(img, atlas: Atlas) -> None:
     inv = np.linalg.inv(affine)
     if atlas.kind in ("labels", "maps"):
         if atlas.image.shape[:3] != shape or not np.allclose(atlas.image.affine, affine):
-            logger.warning("atlas %s is in another grid than the image: resampled to the "
-                           "image (nearest for labels)", atlas.name)  # fmt: skip
+            warn(f"atlas {atlas.name} is in another grid than the image "
+                 f"({atlas.image.shape[:3]} vs {shape}): resampled to the image (nearest "
+                 "for labels)", NeurofmWarning)  # fmt: skip
         points = atlas.coords[np.isfinite(atlas.coords).all(1)]
     else:
         points = atlas.coords
@@ -259,16 +168,39 @@ def _clean_args(recipe: FMRIRecipe, t_r: float) -> dict:
                 t_r=t_r, standardize=None)  # fmt: skip
 
 
-def _confounds(confounds, img_path):
+def _confounds(confounds, img_path, n_trs: int):
     """None, an array/DataFrame, a TSV path, or fMRIPrep strategies for load_confounds."""
-    if confounds is None or hasattr(confounds, "shape"):
-        return confounds, None
+    if confounds is None:
+        return None, None
     if isinstance(confounds, str | Path) and Path(confounds).suffix in (".tsv", ".csv"):
         import pandas as pd
 
-        return pd.read_csv(confounds, sep=None, engine="python").fillna(0.0), None
+        if not Path(confounds).is_file():
+            raise NeurofmError(f"no confounds file {confounds}")
+        confounds = pd.read_csv(confounds, sep=None, engine="python").fillna(0.0)
+    if hasattr(confounds, "shape"):
+        try:
+            values = np.asarray(confounds, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise NeurofmError(
+                f"confounds must be numbers, one column per regressor ({err})"
+            ) from err
+        values = values[:, None] if values.ndim == 1 else values
+        if values.ndim != 2 or len(values) != n_trs or not values.shape[1]:
+            raise NeurofmError(
+                f"confounds have shape {values.shape} but the run has {n_trs} TRs: give one "
+                "row per TR and at least one column"
+            )
+        if not np.isfinite(values).all():
+            raise NeurofmError(
+                "confounds hold NaN or inf (fMRIPrep's derivatives start with NaN): fill them, "
+                "e.g. confounds.fillna(0)"
+            )
+        return values, None
     if img_path is None:
-        raise NeurofmError("fMRIPrep confound strategies need the run's file path, not an image")
+        raise NeurofmError(
+            "fMRIPrep confound strategies need the run's file path, not an image or a table"
+        )
     from nilearn.interfaces.fmriprep import load_confounds
 
     strategy = (confounds,) if isinstance(confounds, str) else tuple(confounds)
@@ -306,8 +238,8 @@ def _extract(img, atlas: Atlas, recipe: FMRIRecipe, t_r: float, confounds, sampl
         except ValueError as err:  # an EPI brain mask needs several slices of brain
             if mask_img is not None or "empty" not in str(err):
                 raise
-            logger.warning("no EPI brain mask could be computed (a slab?): parcellating "
-                           "every voxel whose signal varies")  # fmt: skip
+            warn("no EPI brain mask could be computed (a slab?): parcellating every voxel "
+                 "whose signal varies", SignalWarning)  # fmt: skip
             import nibabel as nib
 
             varies = np.asarray(img.dataobj).std(axis=-1) > 0
@@ -338,46 +270,299 @@ def _extract(img, atlas: Atlas, recipe: FMRIRecipe, t_r: float, confounds, sampl
     return np.asarray(series, dtype=np.float64), atlas
 
 
-def _read_table(path: Path, key: str | None) -> tuple[np.ndarray, list[str] | None]:
-    suffix = path.suffix.lower()
+# ---------------------------------------------------------------------- tables
+def _read_table(source, key: str | None) -> tuple[np.ndarray, list[str] | None, int | None]:
+    """(2-D float array as stored, names or None, the axis the names label or None)."""
+    if not isinstance(source, Path):
+        return _array_table(source)
+    suffix = source.suffix.lower()
     if suffix == ".npy":
-        return np.load(path, allow_pickle=False), None
+        try:
+            data = np.load(source, allow_pickle=False)
+        except Exception as err:  # not an .npy, an object array, a truncated file
+            raise NeurofmError(
+                f"could not read {source.name} as a NumPy .npy file ({err}): save the parcel "
+                "series with np.save(path, array) as a 2-D numeric array"
+            ) from err
+        return _numeric_2d(data, source.name), None, None
     if suffix == ".mat":
+        return _numeric_2d(_read_mat(source, key), f"{source.name}:{key}"), None, None
+    try:
+        text = source.read_text()
+    except UnicodeDecodeError as err:
+        raise NeurofmError(
+            f"{source.name} is not a text table ({err}): write the parcel series as CSV/TSV "
+            "text, or save a 2-D array with np.save"
+        ) from err
+    return _parse_text(text, suffix, source.name)
+
+
+def _array_table(obj):
+    import pandas as pd
+
+    if isinstance(obj, pd.DataFrame):
+        bad = [c for c in obj.columns if not pd.api.types.is_numeric_dtype(obj[c])]
+        if bad:
+            raise NeurofmError(
+                f"the DataFrame's columns {bad[:5]} are not numeric: parcel series must be "
+                "numbers (one column per parcel, one row per TR)"
+            )
+        named = not isinstance(obj.columns, pd.RangeIndex)
+        names = [str(c) for c in obj.columns] if named else None
+        return _numeric_2d(obj.to_numpy(), "the DataFrame"), names, 1 if named else None
+    return _numeric_2d(obj, "the array"), None, None
+
+
+def _numeric_2d(data, where: str) -> np.ndarray:
+    data = np.asarray(data)
+    if data.dtype.kind not in "fiub":
+        raise NeurofmError(f"{where} holds {data.dtype} values: parcel series must be real numbers")
+    if data.ndim != 2:
+        fix = ("reshape to (time, 1) for one parcel" if data.ndim == 1 else
+               "pass one run at a time, e.g. array[i] for the i-th subject or run" if
+               data.ndim == 3 else "give a 2-D (time, parcel) table")  # fmt: skip
+        raise NeurofmError(
+            f"{where} is {data.ndim}-D {data.shape}: read_fmri needs a 2-D table of parcel "
+            f"series (time x parcels or parcels x time); {fix}. A 4-D array is an image: "
+            "wrap it as nibabel.Nifti1Image(array, affine)"
+        )
+    if not data.size:
+        raise NeurofmError(f"{where} is empty {data.shape}: no TRs or no parcels")
+    return data.astype(np.float64)
+
+
+def _read_mat(path: Path, key: str | None) -> np.ndarray:
+    """The 2-D numeric array ``key`` (or the only one) of a MATLAB file, v5 to v7.3."""
+    try:
         from scipy.io import loadmat
 
         mat = {k: v for k, v in loadmat(path).items() if not k.startswith("__")}
-        arrays = {k: v for k, v in mat.items()
-                  if isinstance(v, np.ndarray) and v.ndim == 2 and v.dtype.kind in "fiu"}  # fmt: skip
-        if key is None:
-            if len(arrays) != 1:
-                raise NeurofmError(
-                    f"{path.name} holds {sorted(arrays) or 'no'} 2-D numeric arrays: name the "
-                    "one with the parcel series with key="
-                )
-            key = next(iter(arrays))
-        if key not in arrays:
-            raise NeurofmError(f"{path.name} has no 2-D array {key!r}{did_you_mean(key, arrays)}")
-        return arrays[key], None
-    if suffix == ".1d":  # AFNI: whitespace columns, '#' comments; ABIDE's header names ROIs
-        lines = path.read_text().splitlines()
-        header = [ln for ln in lines if ln.startswith("#")]
-        names = header[-1].lstrip("#").split() if header else None
-        data = np.loadtxt(path, comments="#", ndmin=2)
-        if names and len(names) == data.shape[1]:
-            names = [n.lstrip("#") for n in names]
-        else:
-            names = None
-        return data, names
+    except Exception as err:  # v7.3 files are HDF5, arrays stored column-major
+        if not (isinstance(err, NotImplementedError) or _is_hdf5(path)):
+            raise NeurofmError(
+                f"could not read {path.name} as a MATLAB file ({type(err).__name__}: {err}): "
+                "save it with MATLAB's save or scipy.io.savemat, or as .npy or .csv"
+            ) from err
+        mat = _read_mat73(path)
+
+    def usable(v):
+        return isinstance(v, np.ndarray) and v.ndim == 2 and v.dtype.kind in "fiu" and v.size
+
+    arrays = sorted(k for k, v in mat.items() if usable(v))
+    if key is None:
+        if len(arrays) != 1:
+            raise NeurofmError(
+                f"{path.name} holds {arrays or 'no'} 2-D numeric arrays: name the one with the "
+                "parcel series with key="
+            )
+        key = arrays[0]
+    if key not in mat:
+        raise NeurofmError(f"{path.name} has no variable {key!r}{did_you_mean(key, mat)}; "
+                           f"its 2-D numeric arrays: {arrays}")  # fmt: skip
+    return mat[key]
+
+
+def _read_mat73(path: Path) -> dict:
+    try:
+        import h5py
+    except ImportError as err:
+        raise NeurofmError(
+            f"{path.name} is a MATLAB v7.3 (HDF5) file, which needs h5py: pip install h5py, "
+            "or save it from MATLAB with save(..., '-v7')"
+        ) from err
+    try:
+        with h5py.File(path, "r") as f:
+            return {k: np.asarray(v).T for k, v in f.items() if isinstance(v, h5py.Dataset)}
+    except (OSError, ValueError, TypeError) as err:
+        raise NeurofmError(
+            f"could not read {path.name} as a MATLAB v7.3 (HDF5) file ({err})"
+        ) from err
+
+
+def _is_hdf5(path: Path) -> bool:
+    """The HDF5 signature, at the start or after MATLAB's 512-byte header."""
+    with open(path, "rb") as f:
+        head = f.read(520)
+    return b"\x89HDF\r\n\x1a\n" in (head[:8], head[512:520])
+
+
+def _delimiter(line: str, suffix: str) -> str | None:
+    """The column separator; None for whitespace. Never sniffed: a one-column CSV of
+    '1.5' lines would be split at the decimal point."""
+    if suffix == ".tsv":
+        return "\t"
+    for sep in (";", "\t", ","):  # ';' first: European CSVs write decimal commas
+        if sep in line and suffix != ".1d":
+            return sep
+    return None
+
+
+def _parse_text(text: str, suffix: str, where: str):
+    """A text table; the header and name rules are in :func:`_parse_cells`."""
+    import csv
+
+    lines = text.splitlines()
+    names = None
+    if suffix == ".1d":  # AFNI: '#' comments; ABIDE's last comment line names the ROIs
+        comments = [ln for ln in lines if ln.lstrip().startswith("#")]
+        lines = [ln for ln in lines if not ln.lstrip().startswith("#")]
+        names = comments[-1].replace("#", " ").split() if comments else None
+    lines = [ln for ln in lines if ln.strip()]
+    if not lines:
+        raise NeurofmError(f"{where} is empty: no rows of parcel series")
+    sep = _delimiter(lines[0], suffix)
+    rows = [ln.split() for ln in lines] if sep is None else list(csv.reader(lines, delimiter=sep))
+    width = len(rows[0])
+    ragged = next((i for i, r in enumerate(rows) if len(r) != width), None)
+    if ragged is not None:
+        raise NeurofmError(
+            f"{where}: row {ragged + 1} has {len(rows[ragged])} cells but row 1 has {width}: "
+            "every row needs the same number of columns (a missing value is an empty cell)"
+        )
+    data, parsed, axis = _parse_cells(np.array(rows, dtype=object), where)
+    if names is not None and len(names) == data.shape[1] and parsed is None:
+        return data, names, 1
+    return data, parsed, axis
+
+
+def _parse_cells(cells: np.ndarray, where: str):
+    """Numbers, names and blanks of a text table, by these rules:
+
+    - a cell is a number (``nan``/``inf`` spelled out included), blank (a missing value)
+      or text;
+    - a first row with no number and some text is a header of parcel names; if its first
+      cell is blank and the first column counts up in equal steps, that column is an index
+      (pandas' ``to_csv``) and is dropped;
+    - otherwise a first column of text names the parcels along the rows; a first row
+      whose first cell is blank is then a header of time labels, dropped;
+    - any other text is a bad value: an error names its row and column. A numeric first
+      row with one bad cell is data, never a header.
+    """
     import pandas as pd
 
-    table = pd.read_csv(path, sep=None, engine="python", header=None)
-    first = table.iloc[0]
-    if pd.to_numeric(first, errors="coerce").isna().any():  # a header row of names
-        names = [str(n) for n in first]
-        data = table.iloc[1:].apply(pd.to_numeric, errors="coerce").to_numpy(float)
-    else:
-        names, data = None, table.to_numpy(float)
-    return data, names
+    s = pd.Series(cells.ravel()).astype(str).str.strip()
+    values = pd.to_numeric(s, errors="coerce").to_numpy(np.float64).reshape(cells.shape)
+    s = s.to_numpy(dtype=object).reshape(cells.shape)
+    blank = s == ""
+    text = np.isnan(values) & ~blank & ~np.isin(np.char.lower(s.astype(str)), NA_TOKENS)
+    while cells.shape[1] > 1 and blank[:, -1].all():  # a trailing separator on every row
+        s, values, blank, text, cells = s[:, :-1], values[:, :-1], blank[:, :-1], text[:, :-1], cells[:, :-1]  # fmt: skip
+    names, axis, r0, c0 = None, None, 0, 0
+    if text[0].any() and not (~text[0] & ~blank[0]).any():
+        names, axis, r0 = [str(n) for n in s[0]], 1, 1
+        if blank[0, 0] and _counts_up(values[1:, 0]):
+            names, c0 = names[1:], 1
+    elif s.shape[1] > 1 and text[1:, 0].all() and (text[0, 0] or blank[0, 0]):
+        names, axis, c0 = [str(n) for n in s[:, 0]], 0, 1
+        if blank[0, 0]:
+            names, r0 = names[1:], 1
+    body, bad = values[r0:, c0:], text[r0:, c0:]
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        value = s[i + r0, j + c0]
+        hint = (" (the first row mixes numbers and text: a header row holds only names, "
+                "e.g. 'roi_2001' rather than '2001')" if i + r0 == 0 else "")  # fmt: skip
+        hint += " (a decimal comma? write 1.5, not 1,5)" if "," in value else ""
+        raise NeurofmError(
+            f"{where}: row {i + r0 + 1}, column {j + c0 + 1} holds {value!r}, which is not a "
+            f"number{hint}; {int(bad.sum())} such cells in all. Fix them (an empty cell is a "
+            "missing value)"
+        )
+    if not body.size:
+        raise NeurofmError(f"{where} holds names but no numbers: no parcel series")
+    if names is not None and any(not n for n in names):
+        names = [n or f"parcel_{k}" for k, n in enumerate(names)]
+    return body, names, axis
+
+
+def _counts_up(column: np.ndarray) -> bool:
+    """An index or time column: three or more values in equal positive steps."""
+    step = np.diff(column)
+    return len(column) >= 3 and bool(np.isfinite(column).all() and step[0] > 0
+                                     and np.allclose(step, step[0]))  # fmt: skip
+
+
+def _is_run(n_trs: int, t_r: float) -> bool:
+    return n_trs >= MIN_RUN_TRS and n_trs * t_r >= MIN_RUN_SECONDS
+
+
+def _orient(data, t_r: float, *, layout, names_axis, n_parcels, count_from, where):
+    """The table as time x parcels, and the layout it was stored in.
+
+    The layout is fixed, in order, by ``layout=``, by names along one axis, and by a known
+    parcel count (atlas, labels or coords). Where these leave both layouts, a reading is
+    plausible when its run has at least 10 TRs and 30 s and at most 1024 parcels; exactly
+    one plausible reading is taken (a named warning when it transposes), otherwise the
+    table is refused with the fix.
+    """
+    r, c = data.shape
+    reading = {LAYOUTS[0]: (r, c), LAYOUTS[1]: (c, r)}  # layout -> (TRs, parcels)
+    keep, why = list(LAYOUTS), []
+    if layout is not None:
+        keep, why = [layout], [f"layout={layout!r}"]
+    if names_axis is not None:
+        named = LAYOUTS[names_axis == 0]
+        keep = [k for k in keep if k == named]
+        why.append("its names " + ("in the header row" if names_axis else "in the first column"))
+    if n_parcels is not None:
+        keep = [k for k in keep if reading[k][1] == n_parcels]
+        why.append(f"{n_parcels} parcels ({count_from})")
+    if not keep:
+        raise NeurofmError(
+            f"{where} is {r} x {c}, which does not fit {' and '.join(why)}: check that the "
+            f"table, its layout and the parcels belong together"
+        )
+    guessed = len(keep) == 2
+    if guessed:
+        keep = [k for k in LAYOUTS if _is_run(reading[k][0], t_r)
+                and reading[k][1] <= MAX_PARCELS]  # fmt: skip
+        if len(keep) != 1:
+            options = " or ".join(
+                f"{t} TRs ({t * t_r:g} s) of {p} parcels" for t, p in reading.values()
+            )
+            raise NeurofmError(
+                f"{where} is {r} x {c} with no parcel names, so its layout is ambiguous "
+                f"({'both readings are plausible' if keep else 'neither reading is a run'}: "
+                f"{options}). Say which: layout='time x parcels' (rows are TRs) or "
+                "layout='parcels x time', or give atlas=, labels= or coords= so that the "
+                "parcel count decides"
+            )
+    chosen = keep[0]
+    if guessed and chosen == LAYOUTS[1]:
+        trs, parcels = reading[LAYOUTS[0]]
+        other = (f"{parcels} parcels, more than any atlas" if parcels > MAX_PARCELS else
+                 f"a run of only {trs} TRs ({trs * t_r:g} s)")  # fmt: skip
+        warn(f"{where} read as parcels x time: {c} TRs ({c * t_r:g} s at t_r={t_r:g}) of {r} "
+             f"parcels, since time x parcels would be {other}. Pass "
+             "layout='parcels x time' to confirm (and silence this), or "
+             "layout='time x parcels' if this is wrong", FileFormatWarning)  # fmt: skip
+    return (data if chosen == LAYOUTS[0] else data.T), chosen
+
+
+def _check_coords(coords, where: str = "coords") -> np.ndarray:
+    """(n, 3) finite MNI millimetres."""
+    try:
+        coords = np.asarray(coords, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise NeurofmError(f"{where} must be numbers, (n_parcels, 3) in MNI mm ({err})") from err
+    if coords.ndim != 2 or coords.shape[1] != 3 or not len(coords):
+        raise NeurofmError(
+            f"{where} has shape {coords.shape}: give one (x, y, z) row per parcel in MNI mm, "
+            "shape (n_parcels, 3)"
+        )
+    if not np.isfinite(coords).all():
+        rows = np.flatnonzero(~np.isfinite(coords).all(1))
+        raise NeurofmError(f"{where} holds NaN or inf in rows {rows[:10].tolist()}: give "
+                           "every parcel's centroid in MNI mm")  # fmt: skip
+    span = np.abs(coords).max()
+    if span > 300 or (len(coords) > 1 and span < 2):
+        unit = (
+            "metres? multiply by 1000" if span < 2 else "voxel indices? map them through the affine"
+        )
+        raise NeurofmError(
+            f"{where} reach at most {span:g}, not a brain in MNI millimetres ({unit})"
+        )
+    return coords
 
 
 def _resample(x: np.ndarray, t_r_in: float, t_r_out: float) -> np.ndarray:
@@ -407,6 +592,8 @@ def robust_scale(x: np.ndarray) -> np.ndarray:
 @contextmanager
 def _filter_length_check(n_trs: int, recipe: FMRIRecipe):
     """scipy's filtfilt needs more samples than its padding: say so in fMRI terms."""
+    if n_trs < 2:
+        raise SignalError(f"the run has {n_trs} TR: a time series needs at least 2")
     try:
         yield
     except ValueError as err:
@@ -421,31 +608,44 @@ def _filter_length_check(n_trs: int, recipe: FMRIRecipe):
 
 def _header_tr(img, t_r):
     if t_r is not None:
-        return float(t_r)
+        return check_tr(t_r)
     zooms = img.header.get_zooms()
     tr = float(zooms[3]) if len(zooms) > 3 else 0.0
-    if img.header.get_xyzt_units()[1] == "msec":
-        tr /= 1000.0
-    if tr in PLACEHOLDER_TRS:
+    units = getattr(img.header, "get_xyzt_units", lambda: ("", ""))()[1]
+    tr /= {"msec": 1e3, "usec": 1e6}.get(units, 1.0)
+    if not np.isfinite(tr) or tr <= 0 or tr in PLACEHOLDER_TRS:
         raise NeurofmError(
-            f"the image header gives TR = {tr:g} s, a common placeholder: pass the real "
-            "repetition time, e.g. read_fmri(..., t_r=2.0)"
+            f"the image header gives TR = {tr:g} s, a placeholder or no TR at all: pass the "
+            "real repetition time, e.g. read_fmri(..., t_r=2.0)"
         )
+    problem = _tr_problem(tr)
+    if problem:
+        raise NeurofmError(f"the image header's {problem} (read_fmri(..., t_r=) overrides it)")
     return tr
 
 
+def _layout(layout) -> str | None:
+    if layout is None:
+        return None
+    text = " ".join(str(layout).lower().replace("×", " x ").split())
+    check_option("layout", text, LAYOUTS)
+    return text
+
+
 def read_fmri(source, atlas=None, *, t_r: float | None = None, recipe: FMRIRecipe | None = None,
-              confounds=None, labels=None, coords=None, mask_img=None, memory=None,
-              key: str | None = None, data_dir=None):  # fmt: skip
+              confounds=None, labels=None, coords=None, layout: str | None = None,
+              mask_img=None, memory=None, key: str | None = None, data_dir=None):  # fmt: skip
     """Parcel time series (time x parcel) from a 4-D image or a table.
 
     Parameters
     ----------
-    source : path | nibabel image
-        A 4-D NIfTI run, or a table of parcel series (CSV/TSV, ``.1D``, ``.npy``, ``.mat``)
-        with time along rows.
+    source : path | nibabel image | 2-D array | DataFrame
+        A 4-D NIfTI run, or a table of parcel series (CSV/TSV, ``.1D``, ``.npy``, ``.mat``,
+        an array, a DataFrame with one column per parcel).
     atlas : str | path | nibabel image | Atlas
-        Needed for images (see the module docstring); optional for tables (names/centroids).
+        Needed for images (see :mod:`neurofm.io.atlases`); for tables it gives the parcel
+        names and centroids (``"power2011"``, ``"dosenbach2010"``, ``"seitzman2018"`` are
+        bundled with nilearn; other atlases by their image).
     t_r : float | None
         Repetition time (s). Read from the image header when absent; required for tables.
     recipe : FMRIRecipe | None
@@ -454,7 +654,20 @@ def read_fmri(source, atlas=None, *, t_r: float | None = None, recipe: FMRIRecip
     confounds : None | array | DataFrame | path | str | tuple
         Regressed out during extraction; a strategy such as ``("motion", "wm_csf")`` loads
         fMRIPrep confounds through nilearn's ``load_confounds``.
-    labels, coords : names / (P, 3) MNI mm for tables or labels images.
+    labels : list of str
+        Parcel names (for tables and labels images; a label TSV path for labels images).
+    coords : array (n_parcels, 3)
+        Parcel centroids in MNI mm; for a table without an atlas, the only way to place
+        its parcels (otherwise they are NaN, with a warning).
+    layout : "time x parcels" | "parcels x time" | None
+        How a table is stored. None: from the names (a header row names columns, a first
+        column of names names rows), else from the parcel count of ``atlas``/``labels``/
+        ``coords``, else from the shape when only one reading is a plausible run (at least
+        10 TRs and 30 s, at most 1024 parcels; a named warning when that transposes). An
+        ambiguous table is refused with this fix. HCP-style ``.mat`` files often hold
+        parcels x time (``tc``: 94 x 1200).
+    key : str
+        The variable of a ``.mat`` file holding the series.
     memory : str | joblib.Memory
         Cache for the extraction (a second call with the same inputs is read from disk).
 
@@ -462,80 +675,58 @@ def read_fmri(source, atlas=None, *, t_r: float | None = None, recipe: FMRIRecip
     -------
     xarray.DataArray
         dims ``("time", "parcel")``; coords ``parcel`` (names), ``x``/``y``/``z`` (MNI mm),
-        ``time`` (s); attrs ``t_r``, ``source_t_r``, ``atlas``, ``empty_parcels``.
+        ``time`` (s); attrs ``t_r``, ``source_t_r``, ``atlas``, ``empty_parcels`` and,
+        for tables, ``layout`` (as stored).
     """
     import nibabel as nib
+    import pandas as pd
     import xarray as xr
 
+    from ..errors import validate_type
+
+    validate_type(recipe, (FMRIRecipe, None), "recipe", "an FMRIRecipe or None")
+    layout = _layout(layout)
+    coords = None if coords is None else _check_coords(coords)
     path = Path(source) if isinstance(source, str | Path) else None
-    if path is not None and not path.exists():
+    if path is not None and not path.is_file():
         raise NeurofmError(f"no file {path}")
-    is_table = path is not None and path.suffix.lower() in TABLE_SUFFIXES
-    if is_table:
-        data, names = _read_table(path, key)
-        if t_r is None:
-            raise NeurofmError(f"{path.name} is a table with no TR: pass t_r= (seconds)")
-        tr_in = float(t_r)
-        recipe = recipe or FMRIRecipe(t_r=tr_in)
-        table_atlas = load_atlas(atlas, labels=labels, data_dir=data_dir) if atlas else None
-        if table_atlas is not None:
-            names, coords = table_atlas.names, table_atlas.coords
-        if labels is not None and table_atlas is None:
-            names = [str(n) for n in labels]
-        names = names or [f"parcel_{i}" for i in range(data.shape[1])]
-        if len(names) != data.shape[1]:
-            raise NeurofmError(
-                f"{path.name} has {data.shape[1]} columns but {len(names)} parcel names: "
-                "time must run down the rows (transpose the table) and names match columns"
-            )
-        if np.isnan(data).any():
-            _nan_error(data, names, tr_in)
-        from nilearn.signal import clean
-
-        conf, _ = _confounds(confounds, None)
-        with _filter_length_check(len(data), recipe):
-            data = clean(data, confounds=conf, **_clean_args(recipe, tr_in))
-        atlas_name = table_atlas.name if table_atlas else "table"
+    attrs = {}
+    if isinstance(source, np.ndarray | pd.DataFrame) or (
+        path is not None and path.suffix.lower() in TABLE_SUFFIXES
+    ):
+        data, names, coords, atlas_name, tr_in, recipe, attrs["layout"] = _table_series(
+            path or source, atlas, t_r, recipe, confounds, labels, coords, layout, key, data_dir
+        )
+    elif path is not None or isinstance(source, nib.spatialimages.SpatialImage):
+        data, names, spec_coords, atlas_name, tr_in, recipe = _image_series(
+            path or source, atlas, t_r, recipe, confounds, labels, mask_img, memory, data_dir
+        )
+        if coords is not None and len(coords) != len(names):
+            raise NeurofmError(f"coords has {len(coords)} rows for the {len(names)} parcels "
+                               f"of atlas {atlas_name}: give one row per parcel")  # fmt: skip
+        coords = spec_coords if coords is None else coords
     else:
-        from nilearn import image
-
-        try:
-            img = image.load_img(source) if path is not None else source
-        except Exception as err:
-            raise NeurofmError(f"could not read {source} as a NIfTI image ({err})") from err
-        if not isinstance(img, nib.spatialimages.SpatialImage):
-            raise NeurofmError(f"expected a NIfTI path or nibabel image, got {type(img).__name__}")
-        if img.ndim != 4 or img.shape[3] < 2:
-            raise NeurofmError(
-                f"{path.name if path else 'the image'} is {img.ndim}-D {img.shape}: read_fmri "
-                "needs a 4-D run (x, y, z, time); concatenate volumes with "
-                "nilearn.image.concat_imgs"
-            )
-        if atlas is None:
-            raise NeurofmError(
-                "images need an atlas: atlas='power2011' (bundled), a labels image, a maps "
-                "image, or a data-driven parcellation such as 'ward-100'"
-            )
-        tr_in = _header_tr(img, t_r)
-        _check_finite(img, tr_in, path, memory)
-        recipe = recipe or FMRIRecipe(t_r=tr_in)
-        spec = load_atlas(atlas, labels=labels, data_dir=data_dir)
-        if spec.kind != "parcellation":
-            _check_overlap(img, spec)
-        conf, sample_mask = _confounds(confounds, path)
-        with _filter_length_check(img.shape[3], recipe):
-            data, spec = _extract(img, spec, recipe, tr_in, conf, sample_mask, memory, mask_img)
-        names, coords, atlas_name = spec.names, spec.coords, spec.name
-    coords = np.full((len(names), 3), np.nan) if coords is None else np.asarray(coords, float)
-    empty = np.isnan(data).all(0)
-    empty[~empty] = np.nanstd(data[:, ~empty], axis=0) == 0
+        raise NeurofmError(
+            f"read_fmri reads a path, a nibabel image, a 2-D array or a DataFrame, got "
+            f"{type(source).__name__}"
+        )
+    if coords is None:
+        warn(f"{path.name if path else 'the table'} gives no parcel coordinates: their "
+             "positions are NaN, so a model with space='coords' cannot place them. Pass "
+             "coords= (n_parcels x 3, MNI mm) or atlas= (e.g. 'power2011', "
+             "'dosenbach2010', 'seitzman2018', or the atlas image)", NeurofmWarning)  # fmt: skip
+        coords = np.full((len(names), 3), np.nan)
+    std = np.full(data.shape[1], np.nan)
+    finite = ~np.isnan(data).all(0)
+    std[finite] = np.nanstd(data[:, finite], axis=0)
+    empty = ~finite | (std <= 1e-8 * max(1.0, np.nanmax(std, initial=0.0)))
     if empty.all():
-        raise SignalError("every parcel is empty or constant: check the mask, atlas and image")
-    if np.isnan(data[:, ~empty]).any():
-        _nan_error(data[:, ~empty], [n for n, e in zip(names, empty) if not e], tr_in)
+        raise SignalError("every parcel is empty or constant: check the mask, atlas and data")
+    if not np.isfinite(data[:, ~empty]).all():
+        _nonfinite_error(data[:, ~empty], [n for n, e in zip(names, empty) if not e], tr_in)
     if empty.any():
-        logger.warning("%d parcels are empty or constant in this run and will be masked: %s",
-                       empty.sum(), [n for n, e in zip(names, empty) if e][:10])  # fmt: skip
+        warn(f"{int(empty.sum())} parcels are empty or constant in this run and are masked: "
+             f"{[n for n, e in zip(names, empty) if e][:10]}", SignalWarning)  # fmt: skip
         data[:, empty] = np.nan
     data = _resample(data, tr_in, recipe.t_r)
     if recipe.robust_scale:
@@ -554,8 +745,97 @@ def read_fmri(source, atlas=None, *, t_r: float | None = None, recipe: FMRIRecip
             "source_t_r": tr_in,
             "atlas": atlas_name,
             "empty_parcels": [n for n, e in zip(names, empty) if e],
+            **attrs,
         },  # fmt: skip
     )
+
+
+def _table_series(source, atlas, t_r, recipe, confounds, labels, coords, layout, key, data_dir):
+    """(time x parcel data, names, coords, atlas name, TR, recipe, stored layout)."""
+    where = source.name if isinstance(source, Path) else "the table"
+    data, names, names_axis = _read_table(source, key)
+    if t_r is None:
+        raise NeurofmError(f"{where} is a table with no TR: pass t_r= (seconds)")
+    tr_in = check_tr(t_r)
+    recipe = recipe or FMRIRecipe(t_r=tr_in)
+    spec = None
+    if atlas is not None:
+        spec = load_atlas(atlas, labels=labels, data_dir=data_dir)
+        if spec.kind == "parcellation":
+            raise NeurofmError(
+                f"{spec.name} is fitted on an image; a table of parcel series needs a fixed "
+                "atlas (its names and centroids) or coords="
+            )
+    elif labels is not None:
+        labels = _names(labels)
+    counts = {}
+    if spec is not None:
+        counts[f"atlas {spec.name}"] = len(spec)
+    elif labels is not None:
+        counts["labels"] = len(labels)
+    if coords is not None:
+        counts["coords"] = len(coords)
+    if len(set(counts.values())) > 1:
+        raise NeurofmError(f"the parcel counts disagree: {counts}: give one name and one "
+                           "centroid per parcel")  # fmt: skip
+    count_from, n_parcels = next(iter(counts.items()), (None, None))
+    data, stored = _orient(data, tr_in, layout=layout, names_axis=names_axis,
+                           n_parcels=n_parcels, count_from=count_from, where=where)  # fmt: skip
+    if spec is not None:
+        names, coords = spec.names, spec.coords if coords is None else coords
+    names = labels if labels is not None and spec is None else names
+    names = names or [f"parcel_{i}" for i in range(data.shape[1])]
+    data = np.array(data, dtype=np.float64)  # a writable, contiguous copy
+    missing = np.isnan(data).all(0)  # an all-NaN column: a parcel with no signal
+    if not np.isfinite(data[:, ~missing]).all():
+        _nonfinite_error(data[:, ~missing], [n for n, m in zip(names, missing) if not m], tr_in)
+    from nilearn.signal import clean
+
+    conf, _ = _confounds(confounds, None, len(data))
+    with _filter_length_check(len(data), recipe):
+        if not missing.all():
+            data[:, ~missing] = clean(data[:, ~missing], confounds=conf,
+                                      **_clean_args(recipe, tr_in))  # fmt: skip
+    return data, names, coords, spec.name if spec else "table", tr_in, recipe, stored
+
+
+def _image_series(source, atlas, t_r, recipe, confounds, labels, mask_img, memory, data_dir):
+    """(time x parcel data, names, coords, atlas name, TR, recipe) from a 4-D image."""
+    import nibabel as nib
+    from nilearn import image
+
+    path = source if isinstance(source, Path) else None
+    name = path.name if path else "the image"
+    try:
+        img = image.load_img(source) if path is not None else source
+    except Exception as err:
+        raise NeurofmError(
+            f"could not read {name} as a NIfTI image ({err}): read_fmri reads 4-D NIfTI runs "
+            f"and tables ({', '.join(TABLE_SUFFIXES)})"
+        ) from err
+    if not isinstance(img, nib.spatialimages.SpatialImage):
+        raise NeurofmError(f"expected a NIfTI path or nibabel image, got {type(img).__name__}")
+    if img.ndim != 4 or img.shape[3] < 2:
+        what = f"has {img.shape[3]} volume(s)" if img.ndim == 4 else f"is {img.ndim}-D"
+        raise NeurofmError(
+            f"{name} {what} {img.shape}: read_fmri needs a 4-D run (x, y, z, time) of at "
+            "least 2 volumes; concatenate volumes with nilearn.image.concat_imgs"
+        )
+    if atlas is None:
+        raise NeurofmError(
+            "images need an atlas: atlas='power2011' (bundled), a labels image, a maps "
+            "image, or a data-driven parcellation such as 'ward-100'"
+        )
+    tr_in = _header_tr(img, t_r)
+    _check_finite(img, tr_in, path, memory)
+    recipe = recipe or FMRIRecipe(t_r=tr_in)
+    spec = load_atlas(atlas, labels=labels, data_dir=data_dir)
+    if spec.kind != "parcellation":
+        _check_overlap(img, spec)
+    conf, sample_mask = _confounds(confounds, path, img.shape[3])
+    with _filter_length_check(img.shape[3], recipe):
+        data, spec = _extract(img, spec, recipe, tr_in, conf, sample_mask, memory, mask_img)
+    return data, spec.names, spec.coords, spec.name, tr_in, recipe
 
 
 def _nonfinite(img, block: int = 64) -> tuple[int, int | None]:
@@ -599,12 +879,14 @@ def _check_finite(img, t_r: float, path: Path | None = None, memory=None) -> Non
         )
 
 
-def _nan_error(data, names, t_r):
-    t, p = np.argwhere(np.isnan(data))[0]
-    bad = [n for n, b in zip(names, np.isnan(data).any(0)) if b]
+def _nonfinite_error(data, names, t_r):
+    bad = ~np.isfinite(data)
+    t, p = np.argwhere(bad)[0]
+    affected = [n for n, b in zip(names, bad.any(0)) if b]
     raise SignalError(
-        f"NaN in {len(bad)} parcel series (first: {names[p]!r} at {t * t_r:g} s): fix the "
-        f"image (nilearn.image.clean_img) or drop those parcels; affected: {bad[:10]}"
+        f"{data[t, p]} in {len(affected)} parcel series (first: {names[p]!r} at {t * t_r:g} s, "
+        f"TR {t}): fix the data (nilearn.image.clean_img for images) or drop those parcels; "
+        f"a parcel that is NaN throughout is masked as empty. Affected: {affected[:10]}"
     )
 
 
@@ -617,14 +899,34 @@ def tokenize_fmri(series, recipe: FMRIRecipe | None = None):
     (``2 + parcel index``, ``space='atlas'``); empty parcels are masked.
     """
     import torch
+    import xarray as xr
 
     from ..channels import UNK
+    from ..errors import validate_type
     from ..tokens import Tokens
 
-    recipe = recipe or FMRIRecipe(t_r=float(series.attrs.get("t_r", 0.72)))
-    if abs(float(series.attrs.get("t_r", recipe.t_r)) - recipe.t_r) > 1e-6:
+    if not isinstance(series, xr.DataArray) or set(series.dims) != {"time", "parcel"}:
+        got = (f"a DataArray with dims {series.dims}" if isinstance(series, xr.DataArray)
+               else f"{type(series).__name__} {getattr(series, 'shape', '')}")  # fmt: skip
         raise NeurofmError(
-            f"the series is at TR {series.attrs['t_r']} s but the recipe's is {recipe.t_r} s: "
+            f"tokenize_fmri takes the (time, parcel) DataArray that read_fmri returns, got "
+            f"{got}: for an array of parcel series, tokenize_fmri(read_fmri(array, t_r=...), "
+            "recipe)"
+        )
+    validate_type(recipe, (FMRIRecipe, None), "recipe", "an FMRIRecipe or None")
+    if "t_r" in series.attrs:
+        series_tr = check_tr(series.attrs["t_r"], "the series' attrs['t_r']")
+    elif recipe is None:
+        raise NeurofmError(
+            "the series carries no attrs['t_r']: read it with read_fmri, or pass the recipe "
+            "whose TR it has"
+        )
+    else:
+        series_tr = recipe.t_r
+    recipe = recipe or FMRIRecipe(t_r=series_tr)
+    if abs(series_tr - recipe.t_r) > 1e-6:
+        raise NeurofmError(
+            f"the series is at TR {series_tr} s but the recipe's is {recipe.t_r} s: "
             "read it with read_fmri(..., recipe=recipe), which resamples"
         )
     if recipe.atlas and series.attrs.get("atlas") not in (None, recipe.atlas):
@@ -632,8 +934,12 @@ def tokenize_fmri(series, recipe: FMRIRecipe | None = None):
             f"the series uses atlas {series.attrs['atlas']!r} but the recipe was trained on "
             f"{recipe.atlas!r}: extract with that atlas, or use space='coords'"
         )
+    if series.dtype.kind not in "fiu":
+        raise NeurofmError(f"the series holds {series.dtype} values, not numbers")
     x = np.asarray(series.transpose("time", "parcel").values, dtype=np.float32)
     T, S = x.shape
+    if not S:
+        raise SignalError("the series has no parcel")
     W, step, P = recipe.window_len, recipe.stride_len, recipe.patch_trs
     if T < W:
         raise SignalError(
@@ -646,9 +952,9 @@ def tokenize_fmri(series, recipe: FMRIRecipe | None = None):
 
     patches = rearrange(windows, "b s (n p) -> b s n p", p=P)
     real = np.isfinite(patches).all(-1)
-    patches = np.nan_to_num(patches)
+    patches = np.nan_to_num(patches, nan=0.0, posinf=0.0, neginf=0.0)
     B, N = len(starts), W // P
-    pos = np.stack([series[a].values for a in "xyz"], 1).astype(np.float32)
+    pos = np.stack([_coord(series, a) for a in "xyz"], 1).astype(np.float32)
     ids = np.full(S, UNK) if recipe.space == "coords" else np.arange(S) + 2
     names = tuple(str(n) for n in series["parcel"].values)
     t = (starts[:, None] + np.arange(N)[None] * P) * recipe.t_r
@@ -660,3 +966,10 @@ def tokenize_fmri(series, recipe: FMRIRecipe | None = None):
         mask=torch.from_numpy(real),
         names=[names] * B,
     )
+
+
+def _coord(series, axis: str) -> np.ndarray:
+    """A centroid coordinate per parcel; NaN (unknown) where the series has none."""
+    if axis in series.coords:
+        return np.asarray(series[axis].values, dtype=np.float64)
+    return np.full(series.sizes["parcel"], np.nan)
