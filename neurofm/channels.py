@@ -74,6 +74,10 @@ _PREFIX_TYPE = {"ECG": "ecg", "EKG": "ecg", "EOG": "eog", "EMG": "emg", "RESP": 
 # BioSemi ABC caps label electrodes A1..A32, B1..B32, ...: not 10-05 names.
 _BIOSEMI = re.compile(r"^[A-I]\d{1,2}$")
 EEG_TYPES = ("eeg",)
+# signal types that become space units: scalp EEG and intracranial EEG (ECoG, sEEG, DBS).
+# Intracranial contacts are never 10-05 electrodes: they keep their names, the unknown id,
+# and are placed by the file's positions or read_eeg(positions=...).
+SIGNAL_TYPES = ("eeg", "ecog", "seeg", "dbs")
 
 
 # --------------------------------------------------------------------------- vocabulary
@@ -323,11 +327,12 @@ def map_channels(names, types=None, include=EEG_TYPES, rename=None) -> ChannelRe
         if core.count("-") == 1 and electrode_name(core.split("-")[1]) in referential_ear:
             core, ref = core.split("-")[0], electrode_name(core.split("-")[1])
         ctype = _infer_type(core, prefix, rtype)
-        if biosemi_layout and _BIOSEMI.match(core):
+        if (biosemi_layout and _BIOSEMI.match(core)) or ctype in SIGNAL_TYPES[1:]:
             canonical, kind = None, "unknown"
         else:
             canonical, kind = _parse(core) if ctype == "eeg" else (None, "other")
-        name = canonical or (core if ctype == "eeg" and core else original)
+        signal = ctype in SIGNAL_TYPES
+        name = canonical or (core if signal and core else original)
         info = ChannelInfo(original, name, ctype, "kept", kind, ref)
         if _PLACEHOLDER.match(core):
             info.status, info.reason = "dropped", "placeholder channel with no name"
@@ -336,19 +341,30 @@ def map_channels(names, types=None, include=EEG_TYPES, rename=None) -> ChannelRe
         elif name in seen:
             info.status = "dropped"
             info.reason = f"duplicate of {seen[name]!r} (both map to {name!r})"
-        elif canonical is None and ctype == "eeg":
+        elif canonical is None and signal:
             info.status = "unknown"
         elif name != original:
             info.status = "renamed"
         if info.status != "dropped":
             seen[name] = original
         infos.append(info)
-    hint = ""
     if biosemi_layout:
         hint = "names look like a BioSemi ABC cap (A1..A32, B1..): pass montage='biosemi128' (or the cap you used)"
-    elif any(i.status == "unknown" for i in infos):
-        hint = "pass rename={'old': 'Fp1', ...} or a montage with positions for unknown channels"
+    else:
+        hint = unknown_hint([i.original for i in infos if i.status == "unknown"])
     return ChannelReport(infos, hint)
+
+
+def unknown_hint(names) -> str:
+    """How to name or place channels outside the vocabulary ('' when there are none)."""
+    if not names:
+        return ""
+    a = names[0]
+    return (
+        f"for {names[:4]}{' ...' if len(names) > 4 else ''}: pass rename={{{a!r}: 'Fp1'}} if "
+        f"they are 10-05 electrodes under other names, else positions={{{a!r}: 'Cz'}} (at "
+        f"that electrode) or positions={{{a!r}: [x, y, z]}} (MNI mm); montage= for a whole cap"
+    )
 
 
 def positions(names, vocab: Vocabulary | None = None) -> np.ndarray:

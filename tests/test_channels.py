@@ -167,3 +167,22 @@ def test_unknown_and_biosemi_report():
 
 def test_electrode_name():
     assert electrode_name("Fc5.") == "FC5" and electrode_name("xyz") is None
+
+
+def test_unknown_hint_offers_positions():
+    # issue 12, item 18: the hint offered rename= and montage=, never positions=
+    report = map_channels(["ch1", "Cz", "ch2"])
+    assert "rename={'ch1': 'Fp1'}" in report.hint and "positions={'ch1': [x, y, z]}" in report.hint
+    assert "['ch1', 'ch2']" in report.hint
+    assert map_channels(["Fp1", "Cz"]).hint == ""
+
+
+def test_intracranial_contacts_are_unknown_space_units():
+    # issue 12, item 18: sEEG/ECoG contacts keep their names and the unknown id, never a
+    # scalp electrode's ('T1' on a depth electrode is not Silverman's T1)
+    report = map_channels(["SEEG T1", "LA2", "ECG"], ["seeg", "seeg", "ecg"], include=("seeg",))
+    assert [(c.name, c.status, c.kind) for c in report.channels[:2]] == [
+        ("T1", "unknown", "unknown"),
+        ("LA2", "unknown", "unknown"),
+    ]
+    assert report.channels[2].status == "dropped" and "positions=" in report.hint

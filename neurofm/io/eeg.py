@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import warnings
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from ..channels import EEG_TYPES, ChannelReport, map_channels
+from ..channels import EEG_TYPES, SIGNAL_TYPES, ChannelReport, map_channels, unknown_hint
 from ..channels import positions as template_positions
+from ..errors import FileFormatWarning, NeurofmWarning, validate_type, warn
+from ..preprocess import check_sfreq
 from ..utils import ChannelError, EEGReadError, UnitsError, check_option, did_you_mean, logger
+from .edf import SAMPLE_BYTES, check_header, read_header
 
 # format name -> (MNE reader, extensions)
 FORMATS = {
@@ -50,8 +56,22 @@ COMPANIONS = {
 }
 UNKNOWN_KEY = "neurofm_unknown"  # raw.info["temp"] key: names that must get the UNK id
 UNITS = {"V": 1.0, "mV": 1e-3, "uV": 1e-6, "µV": 1e-6, "nV": 1e-9}
-# Scalp EEG lies between about 0.5 uV and 1 mV; these limits leave room for artefacts.
-_MAX_STD_V, _MIN_STD_V = 1e-2, 1e-9
+# The median channel std of EEG (scalp or intracranial, DC-coupled or not) lies in this
+# range (V); data outside it has the wrong units. A factor 1000 off lands outside it.
+STD_RANGE_V = (5e-7, 1e-2)
+_TYPICAL_STD_V = 3e-5
+# a power-of-1000 scale error: the exponent of the factor that fixes it -> its usual cause
+_SCALE_CAUSES = {
+    -9: "nanovolts stored as volts",
+    -6: "microvolts stored as volts",
+    -3: "millivolts stored as volts, or microvolts labelled millivolts",
+    3: "millivolts labelled microvolts, or volts labelled millivolts",
+    6: "volts labelled microvolts, or a gain applied twice",
+}
+# defaults given to a reader only where its signature accepts them
+READER_DEFAULTS = {"infer_types": False}  # map_channels types channels by name
+# reader warnings that neurofm's own checks already give, in clearer words
+_SAID_BEFORE = ("Number of records from the header does not match the file size",)
 
 
 def _suffix(path: Path) -> str:
@@ -102,38 +122,82 @@ _HINTS = {
 }
 
 
-class TruncatedFileWarning(RuntimeWarning):
+class TruncatedFileWarning(FileFormatWarning):
     """A file holds less data than its header announces."""
 
 
-def _check_edf_size(path: Path, fmt: str) -> None:
-    """Compare an EDF/BDF file's size with its header; raise or warn on a mismatch."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(256)
-            n_bytes, n_records, ns = int(head[184:192]), int(head[236:244]), int(head[252:256])
-            duration = float(head[244:252])
-            fh.seek(256 + ns * 216)
-            spr = [int(fh.read(8)) for _ in range(ns)]
-    except (ValueError, OSError):
-        return  # an unreadable header: the reader's own error is the clearer one
-    if n_records <= 0:
-        return
-    record = sum(spr) * (3 if fmt == "bdf" else 2)
-    have = (path.stat().st_size - n_bytes) / max(record, 1)
+def _named(labels, exclude) -> list[str]:
+    """The labels an MNE ``exclude`` (list of names or a regex) names."""
+    if isinstance(exclude, str):
+        return [lab for lab in labels if re.match(exclude, lab)]
+    return [lab for lab in labels if lab in set(exclude or ())]
+
+
+def _check_edf(path: Path, fmt: str, reader_kwargs: dict) -> None:
+    """Check an EDF/BDF header before MNE reads it as if it were valid.
+
+    Impossible fields raise (``edf.check_header``); a file shorter than its header says is
+    read up to its last complete record, with a ``TruncatedFileWarning``. EEG-named
+    channels sampled slower than the file's other EEG channels (a 1 Hz 'Cz' among 256 Hz
+    channels: a sensor under an EEG name) would be upsampled and kept as EEG: they are
+    dropped (through the reader's ``exclude``), with a ``FileFormatWarning`` naming them.
+    """
+    h = read_header(path)
+    excluded = _named(h.labels, reader_kwargs.get("exclude", ()))
+    check_header(h, path.name, fmt, skip=excluded)
+    record = int(h.samples_per_record.sum()) * SAMPLE_BYTES[fmt]
+    have = (path.stat().st_size - h.n_bytes) / max(record, 1)
+    span = f"{h.n_records} records of {h.duration:g} s"
     if have < 1:
         raise EEGReadError(
-            f"{path.name} is truncated: its header announces {n_records} records of {duration:g} s "
-            f"but the file holds {max(have, 0):.2f} of a record. Re-copy or re-export the file"
+            f"{path.name} is truncated: its header announces {span} but the file holds "
+            f"{max(have, 0):.2f} of a record. Re-copy or re-export the file"
         )
-    if have < n_records:
-        warnings.warn(
-            f"{path.name} is truncated: its header announces {n_records} records "
-            f"({n_records * duration:g} s) but the file holds {have:.2f}; reading the "
-            f"{int(have)} complete records ({int(have) * duration:g} s). Re-copy the file for the rest",
+    if h.n_records <= 0:
+        warn(f"{path.name}: the header does not say how many records it holds ({h.n_records}: "
+             f"a recording not closed properly?); reading the {int(have)} complete records "
+             "the file holds", FileFormatWarning, stacklevel=4)  # fmt: skip
+    elif have < h.n_records:
+        warn(
+            f"{path.name} is truncated: its header announces {h.n_records} records "
+            f"({h.n_records * h.duration:g} s) but the file holds {have:.2f}; reading the "
+            f"{int(have)} complete records ({int(have) * h.duration:g} s). Re-copy the file for the rest",
             TruncatedFileWarning,
             stacklevel=4,
         )
+    types = [c.type for c in map_channels(h.labels, include=()).channels]
+    eeg = [
+        i for i in np.flatnonzero(h.signals) if types[i] == "eeg" and h.labels[i] not in excluded
+    ]
+    if not eeg:
+        return
+    rates, counts = np.unique(h.sfreqs[eeg], return_counts=True)
+    main = rates[counts == counts.max()].max()  # the rate most EEG channels have
+    slow = [i for i in eeg if h.sfreqs[i] < main]
+    if slow:
+        named = ", ".join(f"{h.labels[i]!r} ({h.sfreqs[i]:g} Hz)" for i in slow[:8])
+        warn(
+            f"{path.name}: {len(slow)} channels with EEG names are sampled slower than the "
+            f"file's EEG ({main:g} Hz): {named}{' ...' if len(slow) > 8 else ''}. EEG is not "
+            "recorded that way (a sensor under an EEG name?), and they would be upsampled: "
+            "dropped. Read them with MNE if you need them",
+            FileFormatWarning,
+            stacklevel=4,
+        )
+        reader_kwargs["exclude"] = excluded + [h.labels[i] for i in slow]
+
+
+def _reader_kwargs(path: Path, fmt: str, reader, given: dict) -> dict:
+    """``given`` options checked against the reader's signature, plus the defaults it takes."""
+    accepted = set(inspect.signature(reader).parameters) - {"preload", "verbose"}
+    for key in given:
+        if key not in accepted:
+            options = sorted(accepted - {next(iter(inspect.signature(reader).parameters))})
+            raise EEGReadError(
+                f"{path.name}: the {fmt} reader ({FORMATS[fmt][0]}) has no option "
+                f"{key!r}{did_you_mean(key, options)}; its options: {', '.join(options)}"
+            )
+    return {**{k: v for k, v in READER_DEFAULTS.items() if k in accepted}, **given}
 
 
 def _read_file(path, format, preload, reader_kwargs):
@@ -148,18 +212,13 @@ def _read_file(path, format, preload, reader_kwargs):
     fmt = format or _guess_format(path)
     check_option("format", fmt, list(FORMATS))
     reader = getattr(mne.io, FORMATS[fmt][0])
-    if fmt in ("edf", "bdf", "gdf"):
-        reader_kwargs.setdefault("infer_types", False)  # map_channels types by name
+    kwargs = _reader_kwargs(path, fmt, reader, reader_kwargs)
     if fmt in ("edf", "bdf"):
-        _check_edf_size(path, fmt)
-    try:
+        _check_edf(path, fmt, kwargs)
+    try:  # "warning", not "error": MNE's warnings about the file reach the user, named
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            raw = reader(path, preload=preload, verbose="error", **reader_kwargs)
-    except TypeError as err:
-        raise EEGReadError(
-            f"{path.name}: option not understood by {FORMATS[fmt][0]}: {err}"
-        ) from err
+            raw = reader(path, preload=preload, verbose="warning", **kwargs)
     except Exception as err:  # MNE raises many types for damaged files
         hint = _HINTS.get(fmt, "check that the file is complete and of the format its name says")
         lines = [s.strip() for s in str(err).splitlines() if s.strip()]
@@ -169,7 +228,10 @@ def _read_file(path, format, preload, reader_kwargs):
             f"could not read {path.name} as {fmt}: {type(err).__name__}: {why}\n  fix: {hint}"
         ) from err
     for w in caught:  # the reader's own warnings reach the user, naming the file
-        warnings.warn(f"{path.name}: {w.message}", RuntimeWarning, stacklevel=3)
+        said = str(w.message).startswith(_SAID_BEFORE)
+        if not said and not issubclass(w.category, (DeprecationWarning, FutureWarning)):
+            category = w.category if issubclass(w.category, NeurofmWarning) else FileFormatWarning
+            warn(f"{path.name}: {w.message}", category, stacklevel=4)
     return raw, fmt
 
 
@@ -179,17 +241,30 @@ def _as_raw(source, sfreq, ch_names, ch_types, format, preload, reader_kwargs):
     if isinstance(source, mne.io.BaseRaw):
         return source.copy(), "raw"
     if isinstance(source, np.ndarray) or hasattr(source, "__array__"):
-        data = np.asarray(source, dtype=np.float64)
+        try:
+            data = np.asarray(source, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise EEGReadError(f"an array of EEG must hold numbers ({err})") from None
         if data.ndim != 2:
             raise EEGReadError(f"an array must be (n_channels, n_times); got shape {data.shape}")
         if sfreq is None or ch_names is None:
             raise EEGReadError("an array needs sfreq= and ch_names= (one name per row)")
+        sfreq = check_sfreq(sfreq, "sfreq", EEGReadError)
+        ch_names = [ch_names] if isinstance(ch_names, str) else list(ch_names)
         if len(ch_names) != data.shape[0]:
             hint = " (is the array transposed?)" if len(ch_names) == data.shape[1] else ""
             raise EEGReadError(
                 f"{len(ch_names)} ch_names for an array with {data.shape[0]} rows{hint}"
             )
-        info = mne.create_info(list(ch_names), float(sfreq), ch_types or "eeg")
+        bad = [n for n in ch_names if not isinstance(n, str) or not n.strip()]
+        twice = sorted({n for n in ch_names if ch_names.count(n) > 1})
+        if bad or twice:
+            raise EEGReadError(f"ch_names must be distinct, non-empty strings: "
+                               f"{'not names: ' + repr(bad[:4]) if bad else 'repeated: ' + repr(twice[:4])}")  # fmt: skip
+        try:
+            info = mne.create_info(ch_names, sfreq, ch_types or "eeg", verbose="error")
+        except (KeyError, TypeError, ValueError) as err:
+            raise EEGReadError(f"ch_types={ch_types!r}: {err}") from None
         return mne.io.RawArray(data, info, verbose="error"), "array"
     if isinstance(source, (str, os.PathLike)):
         return _read_file(source, format, preload, reader_kwargs)
@@ -210,24 +285,28 @@ def _scale(raw, factor: float):
 
 
 def _check_units(raw, picks, units_given: bool):
+    """Refuse data whose median channel std lies outside ``STD_RANGE_V``, naming the units= fix."""
     n = min(raw.n_times, int(30 * raw.info["sfreq"]))
     data = raw.get_data(picks=picks, start=0, stop=n)
-    std = np.std(data, axis=1)
+    data[~np.isfinite(data)] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows, overflow: dropped below
+        std = np.nanstd(data, axis=1)
     std = std[np.isfinite(std) & (std > 0)]
     if std.size == 0:
         return
-    level = float(np.median(std))
-    if _MIN_STD_V <= level <= _MAX_STD_V:
+    level = float(np.median(std))  # robust to a few dead or artefact-ridden channels
+    lo, hi = STD_RANGE_V
+    if lo <= level <= hi:
         return
-    if level > _MAX_STD_V:
-        guess = "microvolts stored as volts" if level > 1 else "millivolts stored as volts"
-        fix = "units='uV'" if level > 1 else "units='mV'"
-    else:
-        guess, fix = "volts stored as microvolts (or a gain applied twice)", "units=1e6"
+    exp = 3 * round(np.log10(_TYPICAL_STD_V / level) / 3)  # the factor that fixes it: 10**exp
+    fix = {-9: "'nV'", -6: "'uV'", -3: "'mV'"}.get(exp, f"1e{exp}")
+    cause = _SCALE_CAUSES.get(exp, f"a scale off by about 1e{-exp}")
     raise UnitsError(
-        f"median channel amplitude (std) is {level:.3g} V: scalp EEG is 1e-6 to 1e-3 V, "
-        f"so this looks like {guess}. Fix: read_eeg(..., {fix}) scales the data; "
-        f"check_units=False skips this check{' (units= was given)' if units_given else ''}"
+        f"median channel amplitude (std) is {level:.3g} V, but EEG lies between {lo:g} and "
+        f"{hi:g} V, so this looks like {cause}. Fix: read_eeg(..., units={fix}) scales the "
+        f"data by 1e{exp}; check_units=False skips this check"
+        + (" (units= was given)" if units_given else "")
     )
 
 
@@ -245,8 +324,8 @@ def template_head_t():
 
 
 def _set_positions(raw, report: ChannelReport, montage, extra: dict | None = None):
-    """Template positions for known names, then ``extra`` (MNI mm or a vocabulary name)
-    for names outside the vocabulary; file positions kept for the remaining unknown ones."""
+    """Template positions for known names, then ``extra`` (name -> MNI mm, from
+    :func:`_check_positions`); file positions kept for the remaining unknown ones."""
     import mne
 
     if montage is not None:
@@ -257,11 +336,9 @@ def _set_positions(raw, report: ChannelReport, montage, extra: dict | None = Non
     mri_head, fid = template_head_t()
     known = [c.name if c.kind in ("electrode", "bipolar") else "" for c in report.kept]
     mni = template_positions(known) / 1000.0  # template positions for known names only
-    extra = extra or {}
     for i, c in enumerate(report.kept):
-        where = extra.get(c.name, extra.get(c.original))
-        if where is not None and not known[i]:
-            mni[i] = _extra_position(c.name, where) / 1000.0
+        if c.name in (extra or {}):
+            mni[i] = extra[c.name] / 1000.0
     ch_pos = {}
     for i, ch in enumerate(raw.info["chs"]):
         if np.all(np.isfinite(mni[i])):
@@ -283,11 +360,57 @@ def _extra_position(name: str, where) -> np.ndarray:
             raise ChannelError(f"positions={{{name!r}: {where!r}}}: {where!r} is not a 10-05 "
                                "electrode; give one, or (x, y, z) in MNI mm")  # fmt: skip
         return xyz
-    xyz = np.asarray(where, dtype=float)
+    try:
+        xyz = np.asarray(where, dtype=float)
+    except (TypeError, ValueError):
+        xyz = np.full(0, np.nan)
     if xyz.shape != (3,) or not np.all(np.isfinite(xyz)):
         raise ChannelError(f"positions[{name!r}] must be (x, y, z) in MNI mm or an electrode "
                            f"name, got {where!r}")  # fmt: skip
     return xyz
+
+
+def _units_factor(units) -> float:
+    """Volts per unit of the numbers: a name in ``UNITS`` or a factor in [1e-12, 1e9]."""
+    if isinstance(units, str):
+        check_option("units", units, list(UNITS))
+        return UNITS[units]
+    validate_type(units, "numeric", "units", "'uV', 'mV', 'nV', 'V' or a factor to volts")
+    if not 1e-12 <= float(units) <= 1e9:  # NaN fails too
+        raise UnitsError(
+            f"units={units!r} is not a scale: give the units the numbers are in ('uV', 'mV', "
+            "'nV', 'V') or the factor from them to volts, between 1e-12 and 1e9 (1e-6 for "
+            "microvolts)"
+        )
+    return float(units)
+
+
+def _check_positions(positions, report: ChannelReport, label: str) -> dict:
+    """``positions`` as (x, y, z) MNI mm by kept channel name, for channels without one.
+
+    Accepts what YAML gives: ``{name: 'I1'}`` (a 10-05 electrode's template position) or
+    ``{name: [x, y, z]}``, by original or canonical name. A name that is no channel of the
+    recording, or a 10-05 name (it keeps its template position), is ignored with a warning.
+    """
+    if positions is None:
+        return {}
+    validate_type(positions, Mapping, "positions",
+                  "a mapping {channel: electrode name or [x, y, z] in MNI mm}")  # fmt: skip
+    by_name = {n: c for c in report.channels for n in (c.original, c.name)}
+    out = {}
+    for key, where in positions.items():
+        xyz = _extra_position(str(key), where)
+        c = by_name.get(key)
+        if c is None:
+            warn(f"{label}: positions[{key!r}] names no channel of this recording"
+                 f"{did_you_mean(key, by_name)}: ignored", NeurofmWarning, stacklevel=3)  # fmt: skip
+        elif c.kind in ("electrode", "bipolar"):
+            warn(f"{label}: positions[{key!r}] ignored: {c.name!r} is a 10-05 name and keeps its "
+                 "template position (rename= it if it is another electrode)", NeurofmWarning,
+                 stacklevel=3)  # fmt: skip
+        elif c.status != "dropped":
+            out[c.name] = xyz
+    return out
 
 
 def read_eeg(
@@ -351,6 +474,10 @@ def read_eeg(
     report : ChannelReport
         Only with ``return_report=True``.
     """
+    factor = None if units is None else _units_factor(units)
+    if montage is not None and positions:
+        raise ChannelError("give montage= (a whole cap) or positions= (channels outside the "
+                           "10-05 vocabulary), not both")  # fmt: skip
     raw, origin = _as_raw(source, sfreq, ch_names, ch_types, format, preload, reader_kwargs)
     label = Path(source).name if origin not in ("raw", "array") else origin
     if raw.n_times == 0 or len(raw.ch_names) == 0:
@@ -358,36 +485,39 @@ def read_eeg(
             f"{label} holds no signal (annotations only, e.g. a hypnogram): "
             "read its recording and attach these annotations with raw.set_annotations"
         )
+    check_sfreq(raw.info["sfreq"], f"{label}: the sampling rate", EEGReadError,
+                "the file's header (or raw.info['sfreq']) is wrong: correct it or re-export")  # fmt: skip
     report = map_channels(raw.ch_names, raw.get_channel_types(), include=include, rename=rename)
     keep = [c for c in report.channels if c.status != "dropped"]
-    if not [c for c in keep if c.type == "eeg"]:
+    if not [c for c in keep if c.type in SIGNAL_TYPES]:
         raise ChannelError(f"{label}: no EEG channel left.\n{report}")
+    placed = _check_positions(positions, report, label)
     raw.pick([c.original for c in keep])
     raw.rename_channels({c.original: c.name for c in keep if c.name != c.original})
     types = {c.name: c.type for c in keep}
     if any(t != "eeg" for t in types.values()):
         raw.set_channel_types(types, on_unit_change="ignore", verbose="error")
-    _set_positions(raw, report, montage, positions)
+    _set_positions(raw, report, montage, placed)
 
     # names that look like vocabulary names but are not (a BioSemi 'A1'): kept with the Raw
     raw.info["temp"] = {**(raw.info.get("temp") or {}), UNKNOWN_KEY: report.unknown_names}
-    eeg = [c.name for c in keep if c.type == "eeg"]
+    eeg = [c.name for c in keep if c.type in SIGNAL_TYPES]
     located = [n for n in eeg if np.isfinite(raw.info["chs"][raw.ch_names.index(n)]["loc"][0])]
+    unplaced = [c.original for c in report.channels if c.status == "unknown"
+                and c.name not in located]  # fmt: skip
+    if montage is not None or not report.hint.startswith("names look like a BioSemi"):
+        report.hint = unknown_hint(unplaced)  # only the channels still without a position
     if not located:
         raise ChannelError(
             f"{label}: none of the {len(eeg)} EEG channel names is a 10-05 electrode or a "
             f"bipolar pair of them (e.g. {eeg[:4]}), and the file has no positions, so the "
             f"model cannot place them.\n{report}"
         )
-    placed = positions or {}
-    unplaced = [c.original for c in report.channels if c.status == "unknown"
-                and c.original not in placed and c.name not in placed]  # fmt: skip
     if unplaced:
-        logger.warning("%s: %d channel names are unknown: %s", label, len(unplaced), unplaced[:8])
-    if units is not None:
-        factor = UNITS.get(units) if isinstance(units, str) else float(units)
-        if factor is None:
-            check_option("units", units, list(UNITS))
+        warn(f"{label}: {len(unplaced)} channel names are not 10-05 electrodes and have no "
+             f"position: {unplaced[:8]}; the model sees them without a place. Fix: "
+             f"{report.hint}", NeurofmWarning, stacklevel=2)  # fmt: skip
+    if factor is not None:
         _scale(raw, factor)
     if check_units:
         try:
