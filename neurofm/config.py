@@ -71,9 +71,9 @@ def _apply_override(data: dict, item: str) -> None:
     *parents, leaf = key.strip().split(".")
     node = data
     for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
+        if not isinstance(node.setdefault(part, {}), dict):
             raise ConfigError(f"override {item!r}: {part!r} is not a mapping")
+        node = node[part]
     node[leaf] = value
 
 
