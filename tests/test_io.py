@@ -463,3 +463,24 @@ def test_array_channel_names_are_checked(sine):
         neurofm.read_eeg(x, sfreq=200, ch_names=["Cz", 3])
     with pytest.raises(EEGReadError, match="ch_types='brain'"):
         neurofm.read_eeg(x, sfreq=200, ch_names=["Cz", "Pz"], ch_types="brain")
+
+
+def test_record_count_other_than_the_file_holds_is_said(tmp_path):
+    # issue 12, item 5: MNE's own "does not match" warning was hidden; now said once, named
+    path = _edf(tmp_path)
+    blob = bytearray(path.read_bytes())
+    blob[236:244] = b"15      "  # the file holds 20
+    path.write_bytes(bytes(blob))
+    with pytest.warns(FileFormatWarning, match="holds 20 complete records .*more than the 15"):
+        assert neurofm.read_eeg(path).n_times == 20 * 256
+
+
+def test_eeg_in_a_unit_the_reader_does_not_know(tmp_path):
+    # issue 12, item 5: MNE reads an unknown unit ('nV') as volts: named, and units= fixes it
+    path = _edf(tmp_path, unit="nV", physical_min=-3200000, physical_max=3200000)
+    with pytest.warns(FileFormatWarning, match=r"unit the reader does not know.*'Fp1' \('nV'\)"):
+        with pytest.raises(UnitsError, match="units='nV'"):
+            neurofm.read_eeg(path)
+    with pytest.warns(FileFormatWarning):
+        raw = neurofm.read_eeg(path, units="nV")
+    assert 5e-6 < raw.get_data().std() < 1e-4

@@ -72,6 +72,7 @@ _SCALE_CAUSES = {
 READER_DEFAULTS = {"infer_types": False}  # map_channels types channels by name
 # reader warnings that neurofm's own checks already give, in clearer words
 _SAID_BEFORE = ("Number of records from the header does not match the file size",)
+EDF_VOLT_UNITS = ("V", "mV", "uV", "\u00b5V", "\u03bcV")  # the units MNE's EDF reader knows
 
 
 def _suffix(path: Path) -> str:
@@ -136,39 +137,19 @@ def _named(labels, exclude) -> list[str]:
 def _check_edf(path: Path, fmt: str, reader_kwargs: dict) -> None:
     """Check an EDF/BDF header before MNE reads it as if it were valid.
 
-    Impossible fields raise (``edf.check_header``); a file shorter than its header says is
-    read up to its last complete record, with a ``TruncatedFileWarning``. EEG-named
-    channels sampled slower than the file's other EEG channels (a 1 Hz 'Cz' among 256 Hz
-    channels: a sensor under an EEG name) would be upsampled and kept as EEG: they are
-    dropped (through the reader's ``exclude``), with a ``FileFormatWarning`` naming them.
+    Impossible fields raise (``edf.check_header``); a record count that differs from the
+    file size is said (:func:`_check_edf_size`). EEG-named channels sampled slower than
+    most EEG channels of the file (a 1 Hz 'Cz' among 256 Hz channels: a sensor under an
+    EEG name) would be upsampled and kept as EEG: they are dropped (through the reader's
+    ``exclude``) with a ``FileFormatWarning`` naming them. EEG channels in a unit the
+    reader does not know (it reads them as volts) are named too.
     """
     h = read_header(path)
     excluded = _named(h.labels, reader_kwargs.get("exclude", ()))
     check_header(h, path.name, fmt, skip=excluded)
-    record = int(h.samples_per_record.sum()) * SAMPLE_BYTES[fmt]
-    have = (path.stat().st_size - h.n_bytes) / max(record, 1)
-    span = f"{h.n_records} records of {h.duration:g} s"
-    if have < 1:
-        raise EEGReadError(
-            f"{path.name} is truncated: its header announces {span} but the file holds "
-            f"{max(have, 0):.2f} of a record. Re-copy or re-export the file"
-        )
-    if h.n_records <= 0:
-        warn(f"{path.name}: the header does not say how many records it holds ({h.n_records}: "
-             f"a recording not closed properly?); reading the {int(have)} complete records "
-             "the file holds", FileFormatWarning, stacklevel=4)  # fmt: skip
-    elif have < h.n_records:
-        warn(
-            f"{path.name} is truncated: its header announces {h.n_records} records "
-            f"({h.n_records * h.duration:g} s) but the file holds {have:.2f}; reading the "
-            f"{int(have)} complete records ({int(have) * h.duration:g} s). Re-copy the file for the rest",
-            TruncatedFileWarning,
-            stacklevel=4,
-        )
+    _check_edf_size(path, h, fmt)
     types = [c.type for c in map_channels(h.labels, include=()).channels]
-    eeg = [
-        i for i in np.flatnonzero(h.signals) if types[i] == "eeg" and h.labels[i] not in excluded
-    ]
+    eeg = [i for i in np.flatnonzero(h.signals) if types[i] == "eeg" and h.labels[i] not in excluded]  # fmt: skip
     if not eeg:
         return
     rates, counts = np.unique(h.sfreqs[eeg], return_counts=True)
@@ -182,9 +163,40 @@ def _check_edf(path: Path, fmt: str, reader_kwargs: dict) -> None:
             "recorded that way (a sensor under an EEG name?), and they would be upsampled: "
             "dropped. Read them with MNE if you need them",
             FileFormatWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
         reader_kwargs["exclude"] = excluded + [h.labels[i] for i in slow]
+    odd = [f"{h.labels[i]!r} ({h.units[i]!r})" for i in eeg if i not in slow
+           and h.units[i] not in EDF_VOLT_UNITS]  # fmt: skip
+    if odd:
+        warn(f"{path.name}: EEG channels in a unit the reader does not know, read as volts: "
+             f"{', '.join(odd[:8])}. If they are not volts, pass units= (e.g. units='nV')",
+             FileFormatWarning, stacklevel=5)  # fmt: skip
+
+
+def _check_edf_size(path: Path, h, fmt: str) -> None:
+    """Refuse a file without one whole record; say when it holds other than its header says."""
+    record = int(h.samples_per_record.sum()) * SAMPLE_BYTES[fmt]
+    have = (path.stat().st_size - h.n_bytes) / max(record, 1)
+    held = f"{int(have)} complete records ({int(have) * h.duration:g} s)"
+    if have < 1:
+        raise EEGReadError(
+            f"{path.name} is truncated: its header announces {h.n_records} records of "
+            f"{h.duration:g} s but the file holds {max(have, 0):.2f} of a record. Re-copy or "
+            "re-export the file"
+        )
+    if h.n_records <= 0:
+        warn(f"{path.name}: the header does not say how many records it holds ({h.n_records}: "
+             f"a recording not closed properly?); reading the {held} the file holds",
+             FileFormatWarning, stacklevel=6)  # fmt: skip
+    elif have < h.n_records:
+        warn(f"{path.name} is truncated: its header announces {h.n_records} records "
+             f"({h.n_records * h.duration:g} s) but the file holds {have:.2f}; reading the "
+             f"{held}. Re-copy the file for the rest", TruncatedFileWarning, stacklevel=6)  # fmt: skip
+    elif int(have) > h.n_records:
+        warn(f"{path.name}: the file holds {held}, more than the {h.n_records} its header "
+             "announces; reading them all. If the rest is not signal, re-export the file",
+             FileFormatWarning, stacklevel=6)  # fmt: skip
 
 
 def _reader_kwargs(path: Path, fmt: str, reader, given: dict) -> dict:
