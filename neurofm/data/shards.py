@@ -42,6 +42,7 @@ import re
 import shutil
 import sys
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 from typing import Literal
 
@@ -412,23 +413,21 @@ def _writable(folder: str) -> Path:
     return out
 
 
-def _check_existing(out: Path, expected: dict[str, dict], config: CorpusConfig) -> None:
-    """Refuse (or, with ``overwrite``, clear) shards made differently from this run."""
+def _check_existing(out: Path, expected: dict[str, dict], config: CorpusConfig) -> dict:
+    """States of the shards in ``out`` (``shard_state``); refuses (or, with ``overwrite``,
+    clears) those made differently from this run."""
     if not expected:
-        return
-    stale = {}
+        return {}
+    states = {}
     for folder in (out / SHARDS).iterdir():
         if not folder.is_dir() or folder.name.endswith((PARTIAL, STALE)):
             continue
         # a shard of a recording no longer listed must at least share recipe and dtype
         want = expected.get(folder.name) or {k: next(iter(expected.values()))[k]
                                             for k in ("recipe", "dtype")}  # fmt: skip
-        state, why = shard_state(folder, want)
-        if state == "stale":
-            stale[folder.name] = why
-    if not stale:
-        return
-    if not config.overwrite:
+        states[folder.name] = shard_state(folder, want)
+    stale = {name: why for name, (state, why) in states.items() if state == "stale"}
+    if stale and not config.overwrite:
         first = "; ".join(f"{k}: {v}" for k, v in list(stale.items())[:2])
         raise ShardError(
             f"{len(stale)} shard(s) in {out} were made differently from this config ({first}): "
@@ -438,6 +437,19 @@ def _check_existing(out: Path, expected: dict[str, dict], config: CorpusConfig) 
     for name in stale:
         if name not in expected:  # its recording is gone from the listing: remove it
             shutil.rmtree(out / SHARDS / name)
+    return states
+
+
+def _fail_fast(results: list, failures: list, n_todo: int) -> None:
+    """Raise when the first ``FAIL_FAST`` recordings all failed with one error."""
+    if len(failures) == len(results) == FAIL_FAST < n_todo:
+        if len({_signature(f) for f in failures}) == 1:
+            raise NeurofmError(
+                f"the first {FAIL_FAST} recordings all failed the same way, so the other "
+                f"{n_todo - FAIL_FAST} were not tried: {failures[0]['error']} "
+                f"({', '.join(Path(f['source']).name for f in failures)}). A setting is "
+                "wrong, not a file: fix it and rerun"
+            )
 
 
 def preprocess_corpus(config: CorpusConfig, *, progress: bool = True) -> dict:
@@ -462,27 +474,21 @@ def preprocess_corpus(config: CorpusConfig, *, progress: bool = True) -> dict:
         raise NeurofmError(f"recordings share shard ids {dupes[:5]}: give them distinct ids")
     expected = {i: made_with(r, config.recipe, config.dtype, config.background)
                 for r, i in zip(recordings, ids, strict=True)}  # fmt: skip
-    _check_existing(out, expected, config)
+    states = _check_existing(out, expected, config)
     todo = [r for r, i in zip(recordings, ids, strict=True)
-            if shard_state(out / SHARDS / i, expected[i])[0] != "done"]  # fmt: skip
+            if states.get(i, ("new",))[0] != "done"]  # fmt: skip
     logger.info("%d recordings, %d already sharded", len(recordings), len(recordings) - len(todo))
     results, failures = [], []
     bar = tqdm(total=len(todo), unit="file", desc=f"preprocess {config.dataset}",
                disable=not progress)  # fmt: skip
     try:
-        for result in _results([(r, config, out) for r in todo], config.workers):
-            results.append(result)
-            bar.update()
-            if result["status"] == "failed":
-                failures.append(result)
-            if len(failures) == len(results) == FAIL_FAST < len(todo):
-                if len({_signature(f) for f in failures}) == 1:
-                    raise NeurofmError(
-                        f"the first {FAIL_FAST} recordings all failed the same way, so the "
-                        f"other {len(todo) - FAIL_FAST} were not tried: {failures[0]['error']} "
-                        f"({', '.join(Path(f['source']).name for f in failures)}). A setting "
-                        "is wrong, not a file: fix it and rerun"
-                    )
+        with closing(_results([(r, config, out) for r in todo], config.workers)) as finished:
+            for result in finished:
+                results.append(result)
+                bar.update()
+                if result["status"] == "failed":
+                    failures.append(result)
+                    _fail_fast(results, failures, len(todo))
     finally:
         bar.close()
         with open(out / FAILURES, "w") as fh:
