@@ -163,6 +163,11 @@ def _image_atlas(spec, labels) -> Atlas:
         data = data[..., 0]
     if img.ndim == 4:
         n = img.shape[3]
+        if not np.isfinite(data).all() or not (data > 0).any():
+            raise NeurofmError(
+                f"atlas {name}'s {n} maps hold no positive weight (or NaN): give a "
+                "probabilistic maps image with one non-negative map per parcel"
+            )
         names = _names(labels) if labels is not None else [f"map_{i}" for i in range(n)]
         if len(names) != n:
             raise NeurofmError(

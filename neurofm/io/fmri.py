@@ -257,7 +257,16 @@ def _extract(img, atlas: Atlas, recipe: FMRIRecipe, t_r: float, confounds, sampl
                                            resampling_target="data", **common)  # fmt: skip
     else:
         masker = maskers.NiftiMapsMasker(atlas.image, resampling_target="data", **common)
-    series = masker.fit_transform(img, confounds=confounds, sample_mask=sample_mask)
+    try:
+        series = masker.fit_transform(img, confounds=confounds, sample_mask=sample_mask)
+    except ValueError as err:  # a labels atlas coarser than, or beside, the image's grid
+        if "No label left" not in str(err):
+            raise
+        raise NeurofmError(
+            f"no label of atlas {atlas.name} is left after resampling it to the image's grid "
+            f"{img.shape[:3]}: the atlas's regions are smaller than the image's voxels or lie "
+            "outside them. Use an atlas in the image's space and resolution"
+        ) from err
     if atlas.kind == "labels":  # nilearn drops labels that are empty in this image
         kept = list(getattr(masker, "region_ids_", {}).values())
         kept = [int(v) for v in kept if str(v) != "background" and int(v) != 0]
@@ -433,8 +442,8 @@ def _parse_cells(cells: np.ndarray, where: str):
     - a first row with no number and some text is a header of parcel names; if its first
       cell is blank and the first column counts up in equal steps, that column is an index
       (pandas' ``to_csv``) and is dropped;
-    - otherwise a first column of text names the parcels along the rows; a first row
-      whose first cell is blank is then a header of time labels, dropped;
+    - otherwise a first column of text (two rows or more) names the parcels along the
+      rows; a first row whose first cell is blank is then a header of time labels, dropped;
     - any other text is a bad value: an error names its row and column. A numeric first
       row with one bad cell is data, never a header.
     """
@@ -452,7 +461,7 @@ def _parse_cells(cells: np.ndarray, where: str):
         names, axis, r0 = [str(n) for n in s[0]], 1, 1
         if blank[0, 0] and _counts_up(values[1:, 0]):
             names, c0 = names[1:], 1
-    elif s.shape[1] > 1 and text[1:, 0].all() and (text[0, 0] or blank[0, 0]):
+    elif min(s.shape) > 1 and text[1:, 0].all() and (text[0, 0] or blank[0, 0]):
         names, axis, c0 = [str(n) for n in s[:, 0]], 0, 1
         if blank[0, 0]:
             names, r0 = names[1:], 1
@@ -716,10 +725,7 @@ def read_fmri(source, atlas=None, *, t_r: float | None = None, recipe: FMRIRecip
              "coords= (n_parcels x 3, MNI mm) or atlas= (e.g. 'power2011', "
              "'dosenbach2010', 'seitzman2018', or the atlas image)", NeurofmWarning)  # fmt: skip
         coords = np.full((len(names), 3), np.nan)
-    std = np.full(data.shape[1], np.nan)
-    finite = ~np.isnan(data).all(0)
-    std[finite] = np.nanstd(data[:, finite], axis=0)
-    empty = ~finite | (std <= 1e-8 * max(1.0, np.nanmax(std, initial=0.0)))
+    empty = np.isnan(data).all(0)  # no voxel, NaN throughout, or flat (see _mask_flat)
     if empty.all():
         raise SignalError("every parcel is empty or constant: check the mask, atlas and data")
     if not np.isfinite(data[:, ~empty]).all():
@@ -792,10 +798,12 @@ def _table_series(source, atlas, t_r, recipe, confounds, labels, coords, layout,
     from nilearn.signal import clean
 
     conf, _ = _confounds(confounds, None, len(data))
+    scale = np.nanmax(np.abs(data), axis=0, initial=0.0)
     with _filter_length_check(len(data), recipe):
         if not missing.all():
             data[:, ~missing] = clean(data[:, ~missing], confounds=conf,
                                       **_clean_args(recipe, tr_in))  # fmt: skip
+    _mask_flat(data, scale)
     return data, names, coords, spec.name if spec else "table", tr_in, recipe, stored
 
 
@@ -827,7 +835,7 @@ def _image_series(source, atlas, t_r, recipe, confounds, labels, mask_img, memor
             "image, or a data-driven parcellation such as 'ward-100'"
         )
     tr_in = _header_tr(img, t_r)
-    _check_finite(img, tr_in, path, memory)
+    peak = _check_finite(img, tr_in, path, memory)
     recipe = recipe or FMRIRecipe(t_r=tr_in)
     spec = load_atlas(atlas, labels=labels, data_dir=data_dir)
     if spec.kind != "parcellation":
@@ -835,30 +843,45 @@ def _image_series(source, atlas, t_r, recipe, confounds, labels, mask_img, memor
     conf, sample_mask = _confounds(confounds, path, img.shape[3])
     with _filter_length_check(img.shape[3], recipe):
         data, spec = _extract(img, spec, recipe, tr_in, conf, sample_mask, memory, mask_img)
+    _mask_flat(data, peak)
     return data, spec.names, spec.coords, spec.name, tr_in, recipe
 
 
-def _nonfinite(img, block: int = 64) -> tuple[int, int | None]:
-    """(voxels with NaN/inf, first bad volume), read once (gzip cannot seek)."""
+def _mask_flat(data: np.ndarray, scale) -> None:
+    """Set parcels that are flat after cleaning to NaN: their fluctuations are within the
+    float32 precision of ``scale`` (the signal's level before cleaning: 1e-6 of it), so they
+    carry no signal, and robust scaling would blow their rounding noise up."""
+    seen = ~np.isnan(data).all(0)
+    std = np.zeros(data.shape[1])
+    std[seen] = np.nanstd(data[:, seen], axis=0)
+    data[:, seen & (std <= 1e-6 * np.broadcast_to(scale, std.shape))] = np.nan
+
+
+def _nonfinite(img, block: int = 64) -> tuple[int, int | None, float]:
+    """(voxels with NaN/inf, first bad volume, peak |value|), read once (gzip cannot seek)."""
     data = np.asanyarray(img.dataobj)
-    n_bad, first = 0, None
+    n_bad, first, peak = 0, None, 0.0
     for start in range(0, data.shape[3], block):
-        bad = ~np.isfinite(data[..., start : start + block])
+        chunk = data[..., start : start + block]
+        bad = ~np.isfinite(chunk)
         if bad.any():
             n_bad += int(bad.any(-1).sum())
             if first is None:
                 first = start + int(np.argwhere(bad)[0][3])
-    return n_bad, first
+        elif chunk.size:
+            peak = max(peak, float(np.abs(chunk).max()))
+    return n_bad, first, peak
 
 
-def _nonfinite_file(path: str, mtime_ns: int, size: int) -> tuple[int, int | None]:
+def _nonfinite_file(path: str, mtime_ns: int, size: int) -> tuple[int, int | None, float]:
     import nibabel as nib
 
     return _nonfinite(nib.load(path))
 
 
-def _check_finite(img, t_r: float, path: Path | None = None, memory=None) -> None:
+def _check_finite(img, t_r: float, path: Path | None = None, memory=None) -> float:
     """NaN/inf voxels would be replaced by zeros in nilearn, silently: refuse them.
+    Returns the peak magnitude of the image (for :func:`_mask_flat`).
 
     With ``memory`` and a file, the answer is cached with the extraction (keyed on the
     file's path, size and modification time), so a cached second call stays cheap.
@@ -868,15 +891,16 @@ def _check_finite(img, t_r: float, path: Path | None = None, memory=None) -> Non
 
         cache = memory if isinstance(memory, Memory) else Memory(str(memory), verbose=0)
         stat = path.stat()
-        n_bad, first = cache.cache(_nonfinite_file)(str(path), stat.st_mtime_ns, stat.st_size)
+        n_bad, first, peak = cache.cache(_nonfinite_file)(str(path), stat.st_mtime_ns, stat.st_size)
     else:
-        n_bad, first = _nonfinite(img)
+        n_bad, first, peak = _nonfinite(img)
     if n_bad:
         raise SignalError(
             f"the image has NaN or inf in {n_bad} voxels, first in volume {first} "
             f"({first * t_r:g} s); nilearn would silently zero them. Fix the preprocessing, "
             "or zero them on purpose: nilearn.image.math_img('np.nan_to_num(img)', img=img)"
         )
+    return peak
 
 
 def _nonfinite_error(data, names, t_r):
