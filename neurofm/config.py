@@ -28,17 +28,21 @@ class StrictConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _suggest(cls, data):
-        if isinstance(data, dict):
-            unknown = [key for key in data if key not in cls.model_fields]
-            if unknown:  # one line per unknown key; load_config splits them
-                raise ValueError("\n".join(
-                    f"unknown {cls.__name__} field {key!r}{did_you_mean(key, cls.model_fields)}"
-                    for key in unknown
-                ))  # fmt: skip
-        return data
+    def _suggest(cls, data, handler):
+        """Unknown keys with the closest known one, and every other problem, one per line."""
+        unknown = [k for k in data if k not in cls.model_fields] if isinstance(data, dict) else []
+        if not unknown:
+            return handler(data)
+        lines = [f"unknown {cls.__name__} field {key!r}{did_you_mean(key, cls.model_fields)}"
+                 for key in unknown]  # fmt: skip
+        known = {k: v for k, v in data.items() if k not in unknown}
+        try:
+            handler(known)
+        except ValidationError as err:  # the rest of the problems, in the same message
+            lines += config_problems(err, known)
+        raise ValueError("\n".join(lines))
 
     def replace(self, **changes):
         """A validated copy with some fields changed."""
@@ -92,17 +96,23 @@ def _where(loc: tuple, data) -> str:
 
 
 def config_problems(err: ValidationError, data) -> list[str]:
-    """One line per problem of a pydantic error: ``key.sub: message (got value)``."""
-    by_place: dict[str, list[str]] = {}
+    """One line per problem of a pydantic error: ``key.sub: message (got value)``.
+
+    Alternatives of one value (a union's members) share a line, joined by "or".
+    """
+    lines, alternatives = [], {}
     for e in err.errors(include_url=False):
         place = _where(e["loc"], data)
+        head = f"{place}: " if place else ""
         msg = e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if "\n" in msg:  # several problems in one message (StrictConfig, nested models)
+            lines += [head + line.strip() for line in msg.splitlines() if line.strip()]
+            continue
         got = "" if e["type"] in ("value_error", "missing") else f" (got {e['input']!r:.60})"
-        for line in msg.splitlines():
-            entry = line + got
-            if entry not in by_place.setdefault(place, []):
-                by_place[place].append(entry)
-    return [f"{place}: " * bool(place) + " or ".join(msgs) for place, msgs in by_place.items()]
+        alternatives.setdefault(head, [])
+        if msg + got not in alternatives[head]:
+            alternatives[head].append(msg + got)
+    return lines + [head + " or ".join(msgs) for head, msgs in alternatives.items()]
 
 
 def load_config(source, model: type[Model], overrides=()) -> Model:

@@ -357,11 +357,15 @@ def test_config_errors_are_one_line_per_problem(tmp_path):
     cfg.write_text("dataset: manifest\nroot: x\nout: y\nreader: {positons: {X: Cz}}\n")
     with pytest.raises(ConfigError, match="did you mean 'positions'"):
         load_config(cfg, CorpusConfig)
-    cfg.write_text("dataset: chbmit\nroot: x\nout: y\nworkers: 0\nrecipe: {sfrq: 1, notch: -5}\n")
+    cfg.write_text("dataset: chbmit\nroot: x\nout: y\nworkrs: 1\nworkers: 0\n"
+                   "recipe: {sfrq: 1, notch: 50}\n")  # fmt: skip
     with pytest.raises(ConfigError) as info:
         load_config(cfg, CorpusConfig)
     lines = str(info.value).splitlines()
-    assert len(lines) == 2 and "pydantic" not in str(info.value)
+    assert len(lines) == 3 and "pydantic" not in str(info.value)
+    assert any(
+        ": unknown CorpusConfig field 'workrs' (did you mean 'workers'?)" in x for x in lines
+    )
     assert all(line.startswith(f"{cfg}: ") for line in lines)
     assert any(": workers: Input should be greater than or equal to 1 (got 0)" in x for x in lines)
     assert any(": recipe: " in x and "'sfrq' (did you mean 'sfreq'?)" in x for x in lines)
