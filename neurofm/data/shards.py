@@ -444,11 +444,11 @@ def _fail_fast(results: list, failures: list, n_todo: int) -> None:
     """Raise when the first ``FAIL_FAST`` recordings all failed with one error."""
     if len(failures) == len(results) == FAIL_FAST < n_todo:
         if len({_signature(f) for f in failures}) == 1:
+            names = ", ".join(Path(f["source"]).name for f in failures)
             raise NeurofmError(
-                f"the first {FAIL_FAST} recordings all failed the same way, so the other "
-                f"{n_todo - FAIL_FAST} were not tried: {failures[0]['error']} "
-                f"({', '.join(Path(f['source']).name for f in failures)}). A setting is "
-                "wrong, not a file: fix it and rerun"
+                f"the first {FAIL_FAST} recordings ({names}) all failed the same way, so the "
+                f"other {n_todo - FAIL_FAST} were not tried: a setting is wrong, not a file. "
+                f"Fix it and rerun. The error: {failures[0]['error']}"
             )
 
 
