@@ -380,7 +380,7 @@ def test_fmri_model_takes_parcel_patches():
     with torch.no_grad():
         out = model(tokens)
     assert out.tokens.shape == (B, S, N, 64) and out.pooled.shape == (B, 64)
-    with pytest.raises(NeurofmError, match="patches of 200 samples"):
+    with pytest.raises(NeurofmError, match="patches of 200 TRs"):
         model(make_tokens(CHB[:2]))
 
 
