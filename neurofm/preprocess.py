@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .config import StrictConfig
+from .config import StrictConfig, config_problems
 from .errors import ConfigError, SignalWarning, check_finite, validate_type, warn
 from .utils import NeurofmError, SignalError, logger
 
@@ -55,18 +55,6 @@ def check_sfreq(sfreq, what: str = "sfreq", error: type[NeurofmError] = NeurofmE
             f"{lo:g} Hz to {hi:g} Hz): {fix}"
         )
     return float(sfreq)
-
-
-def _config_message(name: str, err: ValidationError) -> str:
-    """One line per problem: ``field=value: what is wrong`` (the fix, where a check gives one)."""
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(part) for part in e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
-        lines.append(
-            msg if not loc or msg.startswith(f"{loc}=") else f"{loc}={e['input']!r}: {msg}"
-        )
-    return f"invalid {name}: " + "\n  ".join(lines)
 
 
 class Recipe(StrictConfig):
@@ -123,7 +111,8 @@ class Recipe(StrictConfig):
         try:
             super().__init__(**data)
         except ValidationError as err:
-            raise ConfigError(_config_message(type(self).__name__, err)) from None
+            problems = config_problems(err, data)
+            raise ConfigError(f"invalid {type(self).__name__}: " + "\n  ".join(problems)) from None
 
     @field_validator("sfreq")
     @classmethod
