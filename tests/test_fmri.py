@@ -536,3 +536,33 @@ def test_mat_v73_keeps_matlab_orientation(tmp_path):
     series = read_fmri(path, t_r=0.72, recipe=_raw(0.72),
                        layout="parcels x time", coords=np.full((94, 3), 10.0))  # fmt: skip
     np.testing.assert_allclose(series.values, tc.T, rtol=1e-6)
+
+
+def test_fuzz_findings_stay_fixed():
+    # issue 12: what tests/test_fuzz_fmri.py found beyond the listed items
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((4, 4, 4), np.int16)
+    labels[:2], labels[2:] = 1, 2
+    data = rng.normal(size=(4, 4, 4, 40)).astype(np.float32) * 10 + 1e4
+    data[:2] = 10000.3  # a flat parcel: nilearn's float32 mean leaves ~5e-3 of noise on it
+    run = nib.Nifti1Image(data, np.eye(4))
+    with pytest.warns(SignalWarning, match="1 parcels are empty or constant"):
+        series = read_fmri(run, nib.Nifti1Image(labels, np.eye(4)), t_r=2.0, labels=["a", "b"],
+                           recipe=FMRIRecipe(t_r=2.0, detrend=False, high_pass=None))  # fmt: skip
+    assert np.isnan(series.values[:, 0]).all() and np.isfinite(series.values[:, 1]).all()
+    # a labels atlas that loses every label when resampled to the image (nilearn ValueError)
+    tiny = np.zeros((4, 4, 4), np.int16)
+    tiny[0, 0, 0] = 1
+    shifted = np.eye(4)
+    shifted[:3, 3] = 0.5
+    with pytest.raises(NeurofmError, match="no label of atlas custom is left after resampling"):
+        read_fmri(run, nib.Nifti1Image(tiny, shifted), t_r=2.0)
+    with pytest.raises(NeurofmError, match="maps hold no positive weight"):  # nilearn ValueError
+        read_fmri(run, nib.Nifti1Image(np.zeros((4, 4, 4, 2), np.float32), np.eye(4)), t_r=2.0)
+    # confounds as a list of numbers are numbers, not fMRIPrep strategy names
+    table = rng.normal(size=(40, 3))
+    plain = read_fmri(table, t_r=2.0, layout="time x parcels", coords=np.full((3, 3), 20.0),
+                      confounds=table[:, 0].tolist())  # fmt: skip
+    assert np.isnan(plain.values[:, 0]).all()  # regressing a parcel on itself leaves nothing

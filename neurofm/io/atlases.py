@@ -180,7 +180,10 @@ def _image_atlas(spec, labels) -> Atlas:
             "probabilistic maps image (4-D, one volume per parcel)"
         )
     if not whole:
-        raise NeurofmError(f"{name}: a labels atlas must hold integer labels (and no NaN)")
+        raise NeurofmError(
+            f"{name}: a labels atlas must hold integer labels (and no NaN); a probabilistic "
+            "map needs a 4th axis, one volume per parcel"
+        )
     values = [int(v) for v in np.unique(data) if v != 0]
     if not values:
         raise NeurofmError(f"atlas {name} holds no label: every voxel is 0 (background)")

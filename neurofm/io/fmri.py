@@ -172,6 +172,8 @@ def _confounds(confounds, img_path, n_trs: int):
     """None, an array/DataFrame, a TSV path, or fMRIPrep strategies for load_confounds."""
     if confounds is None:
         return None, None
+    if isinstance(confounds, list | tuple) and confounds and not isinstance(confounds[0], str):
+        confounds = np.asarray(confounds, dtype=object)  # numbers, not fMRIPrep strategies
     if isinstance(confounds, str | Path) and Path(confounds).suffix in (".tsv", ".csv"):
         import pandas as pd
 
@@ -447,41 +449,52 @@ def _parse_cells(cells: np.ndarray, where: str):
     - any other text is a bad value: an error names its row and column. A numeric first
       row with one bad cell is data, never a header.
     """
+    while cells.shape[1] > 1 and _kinds(cells[:, -1:])[2].all():  # trailing separators
+        cells = cells[:, :-1]
+    row, _, row_blank, row_text = (k[0] for k in _kinds(cells[:1]))
+    col, col_values, _, col_text = (k[:, 0] for k in _kinds(cells[:, :1]))
+    names, axis, r0, c0 = None, None, 0, 0
+    if row_text.any() and (row_text | row_blank).all():
+        names, axis, r0 = [str(n) for n in row], 1, 1
+        if row_blank[0] and _counts_up(col_values[1:]):
+            names, c0 = names[1:], 1
+    elif min(cells.shape) > 1 and col_text[1:].all() and (row_text[0] or row_blank[0]):
+        names, axis, c0 = [str(n) for n in col], 0, 1
+        if row_blank[0]:
+            names, r0 = names[1:], 1
+    body = cells[r0:, c0:]
+    try:
+        data = np.array(body, dtype=np.float64)  # the fast path: every cell a number
+    except ValueError:
+        strings, data, _, bad = _kinds(body)  # blanks are missing values (NaN)
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            value = strings[i, j]
+            hint = (" (the first row mixes numbers and text: a header row holds only names, "
+                    "e.g. 'roi_2001' rather than '2001')" if i + r0 == 0 else "")  # fmt: skip
+            hint += " (a decimal comma? write 1.5, not 1,5)" if "," in value else ""
+            raise NeurofmError(
+                f"{where}: row {i + r0 + 1}, column {j + c0 + 1} holds {value!r}, which is "
+                f"not a number{hint}; {int(bad.sum())} such cells in all. Fix them (an empty "
+                "cell is a missing value)"
+            ) from None
+    if not data.size:
+        raise NeurofmError(f"{where} holds names but no numbers: no parcel series")
+    if names is not None and any(not n for n in names):
+        names = [n or f"parcel_{k}" for k, n in enumerate(names)]
+    return data, names, axis
+
+
+def _kinds(cells: np.ndarray):
+    """(stripped strings, values (NaN but for numbers), blank, text) of 2-D string cells."""
     import pandas as pd
 
-    s = pd.Series(cells.ravel()).astype(str).str.strip()
+    s = pd.Series(cells.ravel(), dtype=object).astype(str).str.strip()
     values = pd.to_numeric(s, errors="coerce").to_numpy(np.float64).reshape(cells.shape)
     s = s.to_numpy(dtype=object).reshape(cells.shape)
     blank = s == ""
     text = np.isnan(values) & ~blank & ~np.isin(np.char.lower(s.astype(str)), NA_TOKENS)
-    while cells.shape[1] > 1 and blank[:, -1].all():  # a trailing separator on every row
-        s, values, blank, text, cells = s[:, :-1], values[:, :-1], blank[:, :-1], text[:, :-1], cells[:, :-1]  # fmt: skip
-    names, axis, r0, c0 = None, None, 0, 0
-    if text[0].any() and not (~text[0] & ~blank[0]).any():
-        names, axis, r0 = [str(n) for n in s[0]], 1, 1
-        if blank[0, 0] and _counts_up(values[1:, 0]):
-            names, c0 = names[1:], 1
-    elif min(s.shape) > 1 and text[1:, 0].all() and (text[0, 0] or blank[0, 0]):
-        names, axis, c0 = [str(n) for n in s[:, 0]], 0, 1
-        if blank[0, 0]:
-            names, r0 = names[1:], 1
-    body, bad = values[r0:, c0:], text[r0:, c0:]
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        value = s[i + r0, j + c0]
-        hint = (" (the first row mixes numbers and text: a header row holds only names, "
-                "e.g. 'roi_2001' rather than '2001')" if i + r0 == 0 else "")  # fmt: skip
-        hint += " (a decimal comma? write 1.5, not 1,5)" if "," in value else ""
-        raise NeurofmError(
-            f"{where}: row {i + r0 + 1}, column {j + c0 + 1} holds {value!r}, which is not a "
-            f"number{hint}; {int(bad.sum())} such cells in all. Fix them (an empty cell is a "
-            "missing value)"
-        )
-    if not body.size:
-        raise NeurofmError(f"{where} holds names but no numbers: no parcel series")
-    if names is not None and any(not n for n in names):
-        names = [n or f"parcel_{k}" for k, n in enumerate(names)]
-    return body, names, axis
+    return s, values, blank, text
 
 
 def _counts_up(column: np.ndarray) -> bool:
