@@ -451,16 +451,19 @@ def read_eeg(
         ``.set``, FIF, Neuroscan/ANT CNT, Nihon Kohden ``.EEG``, Persyst ``.lay`` ...),
         an existing ``mne.io.Raw`` (copied, never changed), or an
         ``(n_channels, n_times)`` array in volts with ``sfreq`` and ``ch_names``.
+        Sampling rates outside 10 Hz - 100 kHz are refused (``EEGReadError``).
     sfreq, ch_names, ch_types
-        For arrays only.
+        For arrays only: a rate in Hz, distinct names, MNE channel types.
     format : str | None
         Force a reader (``'edf'``, ``'cnt'``, ``'ant'`` ...) instead of the extension's.
     units : str | float | None
         The units the numbers are really in when the file (or array) says volts but
-        holds something else: ``'uV'``, ``'mV'``, ``'nV'`` or a factor to volts.
+        holds something else: ``'uV'``, ``'mV'``, ``'nV'`` or a factor to volts
+        (between 1e-12 and 1e9).
     include : tuple of str
         Channel types to keep; others (EOG, ECG, EMG, stim, misc) are dropped and
-        listed in the report.
+        listed in the report. Intracranial recordings: ``include=('seeg',)`` (or
+        ``'ecog'``, ``'dbs'``); their contacts are placed with ``positions``.
     rename : dict | None
         Names no rule can know (``{'EEG 000': 'Fp1'}``), applied before the aliases.
     montage : str | mne.channels.DigMontage | None
@@ -468,16 +471,32 @@ def read_eeg(
     positions : dict | None
         Where a cap's own electrodes sit, for names outside the vocabulary:
         ``{'CB1': 'I1'}`` (at that 10-05 electrode's template position) or
-        ``{'CB1': (x, y, z)}`` in MNI mm. They keep the unknown-name id (no learned
-        row is borrowed); the model places them by these coordinates.
+        ``{'CB1': (x, y, z)}`` in MNI mm (a YAML list is fine), by the file's name or
+        the canonical one. They keep the unknown-name id (no learned row is borrowed);
+        the model places them by these coordinates. A name that is no channel, or a
+        10-05 name (it keeps its template position), is ignored with a warning.
     check_units : bool
-        Refuse amplitudes that say the units are wrong (see ``units``).
+        Refuse data whose median channel std lies outside 0.5 uV - 10 mV: the units
+        are wrong (the error names the ``units=`` that fixes it).
     preload : bool
         Load the data into memory. Off by default: long recordings are read in chunks.
     return_report : bool
         Also return the :class:`~neurofm.channels.ChannelReport`.
     **reader_kwargs
-        Passed to the MNE reader (e.g. ``data_format='int16'`` for a Neuroscan CNT).
+        Passed to the MNE reader (e.g. ``data_format='int16'`` for a Neuroscan CNT,
+        ``exclude=['X']``); an option the format's reader does not take is refused.
+
+    Notes
+    -----
+    EDF/BDF headers are checked before MNE reads them: a record duration <= 0,
+    physical minimum == maximum, digital minimum >= maximum or a signal without samples
+    raise ``EEGReadError`` naming the field, the channel and the fix (physical minimum >
+    maximum is the spec's inverted polarity and is read as such). A file holding other
+    than the records its header announces is read as far as it goes, with a
+    ``FileFormatWarning`` (``TruncatedFileWarning`` when short). EEG-named channels
+    sampled slower than most EEG channels of the file (a 1 Hz 'Cz' among 256 Hz ones)
+    are dropped with a ``FileFormatWarning``: MNE would upsample them and they would
+    pass as EEG. The reader's own warnings reach you as ``FileFormatWarning``.
 
     Returns
     -------
