@@ -397,7 +397,7 @@ def test_every_shared_format_file_reads_or_gives_a_read_error():
 
 
 def test_channel_hint_offers_positions_and_goes_stale_never(sine):
-    # issue 18: the hint named rename= and montage=, not positions=, and stayed after them
+    # issue 12, item 18: the hint named rename= and montage=, not positions=, and stayed after them
     x = sine(10, 200, 20, 3)
     with pytest.raises(ChannelError, match=r"positions=\{'ch1': \[x, y, z\]\}"):
         neurofm.read_eeg(x, sfreq=200, ch_names=["ch1", "ch2", "ch3"])
@@ -411,7 +411,7 @@ def test_channel_hint_offers_positions_and_goes_stale_never(sine):
 
 
 def test_single_channel_placed_by_positions(sine):
-    # issue 18: a one-channel recording no longer has to pretend to be a scalp electrode
+    # issue 12, item 18: a one-channel recording no longer has to pretend to be a scalp electrode
     x = sine(10, 200, 20, 1)
     raw = neurofm.read_eeg(x, sfreq=200, ch_names=["probe"], positions={"probe": [10, -20, 30]})
     tokens = neurofm.tokenize(raw, neurofm.Recipe(notch=None, window_seconds=10))
@@ -420,7 +420,7 @@ def test_single_channel_placed_by_positions(sine):
 
 
 def test_intracranial_contacts_placed_by_positions(sine):
-    # issue 18: sEEG contacts (their own type), placed through positions= as YAML gives them
+    # issue 12, item 18: sEEG contacts (their own type), placed through positions= as YAML gives them
     x = sine(10, 200, 20, 3)
     names = ["LA1", "LA2", "T1"]  # 'T1' is a depth contact here, not the scalp electrode
     yaml_positions = {"LA1": [-20, -5, -15], "LA2": [-25, -5, -15], "T1": [30, 0, -30]}
@@ -434,7 +434,7 @@ def test_intracranial_contacts_placed_by_positions(sine):
 
 
 def test_positions_that_place_nothing_are_named(sine):
-    # issue 18: a typo in positions= is not silently ignored; bad values are refused
+    # issue 12, item 18: a typo in positions= is not silently ignored; bad values are refused
     x = sine(10, 200, 20, 3)
     kw = dict(sfreq=200, ch_names=["Cz", "CB1", "CB2"])
     with pytest.warns(NeurofmWarning, match=r"positions\['CB3'\] names no channel.*did you mean"):
