@@ -443,7 +443,9 @@ def test_table_coordinates_flagged_or_given(tmp_path):
     with pytest.raises(NeurofmError, match="counts disagree"):
         read_fmri(tmp_path / "dos.npy", t_r=2.0, coords=coords[:10], labels=range(160))
     with pytest.raises(NeurofmError, match="coords="):  # not bundled, not on disk
-        read_fmri(tmp_path / "dos.npy", t_r=2.0, atlas="schaefer2018-100", data_dir=tmp_path)
+        read_fmri(tmp_path / "dos.npy", t_r=2.0, atlas="schaefer2018-100-17", data_dir=tmp_path)
+    with pytest.raises(NeurofmError, match="not a variant neurofm knows"):
+        read_fmri(tmp_path / "dos.npy", t_r=2.0, atlas="schaefer2018-450", data_dir=tmp_path)
 
 
 def test_misleading_errors_name_the_problem(tmp_path):

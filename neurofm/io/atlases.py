@@ -199,23 +199,28 @@ def _fetched_atlas(base: str, num: str, data_dir) -> Atlas:
 
     folder = data_dir or datasets.get_data_dirs()[0]
     label = f"{base}{'-' + num if num else ''}"
-    n, _, networks = num.partition("-")
-    try:
-        fetch = {
-            "schaefer2018": lambda: datasets.fetch_atlas_schaefer_2018(
-                n_rois=int(n or 400), yeo_networks=int(networks or 7), data_dir=data_dir,
-                verbose=0),
-            "aal": lambda: datasets.fetch_atlas_aal(
-                version={"": "3v2", "spm12": "SPM12", "spm8": "SPM8", "spm5": "SPM5",
-                         "3v2": "3v2"}[num], data_dir=data_dir, verbose=0),
-            "difumo": lambda: datasets.fetch_atlas_difumo(
-                dimension=int(n or 64), data_dir=data_dir, verbose=0),
-        }[base]  # fmt: skip
-    except (KeyError, ValueError) as err:
+    n, _, variant = num.partition("-")
+    aal_versions = {"": "3v2", "3v2": "3v2", "spm12": "SPM12", "spm8": "SPM8", "spm5": "SPM5"}
+    known = {
+        "schaefer2018": (n or "400") in [str(k) for k in range(100, 1001, 100)]
+        and variant in ("", "7", "17"),
+        "aal": num in aal_versions,
+        "difumo": (n or "64") in ("64", "128", "256", "512", "1024") and not variant,
+    }[base]
+    if not known:
         raise NeurofmError(
-            f"atlas {label!r} is not a variant neurofm knows: e.g. 'schaefer2018-400', "
-            "'schaefer2018-400-17', 'aal', 'aal-spm12', 'difumo-64'"
-        ) from err
+            f"atlas {label!r} is not a variant neurofm knows: 'schaefer2018-N' (N = 100 ... "
+            "1000 by 100; '-17' for 17 networks), 'aal' (3v2) or 'aal-spm12', 'difumo-N' "
+            "(N = 64, 128, 256, 512, 1024)"
+        )
+    fetch = {
+        "schaefer2018": lambda: datasets.fetch_atlas_schaefer_2018(
+            n_rois=int(n or 400), yeo_networks=int(variant or 7), data_dir=data_dir, verbose=0),
+        "aal": lambda: datasets.fetch_atlas_aal(
+            version=aal_versions[num], data_dir=data_dir, verbose=0),
+        "difumo": lambda: datasets.fetch_atlas_difumo(
+            dimension=int(n or 64), data_dir=data_dir, verbose=0),
+    }[base]  # fmt: skip
     real_connect = socket.socket.connect
 
     def no_network(*args, **kwargs):
