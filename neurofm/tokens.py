@@ -15,6 +15,7 @@ field       shape           meaning
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 
@@ -127,14 +128,15 @@ class Tokens:
                 f"model's name table (PAD {PAD} for padding, UNK {UNK} for unknown names)"
             )
         real = self.x[self.mask]
-        if not torch.isfinite(real).all():
+        peak = real.abs().amax().item() if real.numel() else 0.0  # NaN if any NaN
+        if not math.isfinite(peak):
             raise SignalError(
                 "Tokens.x holds NaN or inf in real tokens (mask=True): read with "
                 "on_nan='mask' (Recipe) or set those tokens' mask to False"
             )
-        if real.numel() and real.abs().max() > MAX_ABS_X:
+        if peak > MAX_ABS_X:
             raise UnitsError(
-                f"Tokens.x reaches {real.abs().max().item():.3g} model units (limit "
+                f"Tokens.x reaches {peak:.3g} model units (limit "
                 f"{MAX_ABS_X:g}): models take scaled signals of order 1 (EEG: Recipe.unit_scale, "
                 "100 uV = 1; fMRI: FMRIRecipe.robust_scale); tokenize with the model's recipe"
             )

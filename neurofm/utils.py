@@ -214,8 +214,8 @@ def atomic_write_dir(path, write, *, keep=lambda name: True) -> Path:
     next write puts it back).
     """
     path = Path(path)
-    if path.is_symlink():
-        path = path.resolve()  # save into the folder the link points to; the link stays
+    if path.is_symlink() or path.name in ("", ".."):
+        path = path.resolve()  # a link: write the folder it points to; the link stays
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"{path} is a file, not a folder")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -80,6 +80,9 @@ def token_fields(draw):
         fields[name] = draw(st.sampled_from((fields[name][..., :0], fields[name][None])))
     if "numpy" in bad:
         fields[name] = fields[name].numpy() if fields[name].dtype != torch.bfloat16 else 0.5
+    if draw(st.booleans()):  # names, possibly fewer than units (collate pads without names)
+        k = draw(st.integers(0, S))
+        fields["names"] = [tuple(f"unit{i}" for i in range(k))] * draw(st.sampled_from((B, B + 1)))
     return fields
 
 

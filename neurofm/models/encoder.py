@@ -38,8 +38,7 @@ from .embeddings import (
 _WORDS = {
     "eeg": dict(
         unit="channel", samples="samples", tokenize="neurofm.tokenize(raw, model.recipe)",
-        ids="EEG ids come from neurofm.eeg_vocabulary(); tokenize with "
-        "neurofm.tokenize(raw, model.recipe)",
+        ids="EEG ids come from neurofm.eeg_vocabulary()",
         place="Drop the channel (picks=...), or give its position (read_eeg(..., "
         "positions=...)) to a model with coord_frequencies > 0 (an imported LaBraM table "
         "holds 128 names and no coordinates)",
@@ -47,8 +46,7 @@ _WORDS = {
     "fmri": dict(
         unit="parcel", samples="TRs", tokenize="neurofm.tokenize_fmri(series, model.recipe)",
         ids="parcel ids are 2 + the parcel's index in the model's atlas "
-        "(FMRIRecipe.space='atlas') or UNK (space='coords'); tokenize with "
-        "neurofm.tokenize_fmri(series, model.recipe)",
+        "(FMRIRecipe.space='atlas') or UNK (space='coords')",
         place="This model places parcels by their centroid: read the table with its atlas "
         "(read_fmri(..., atlas=...)) or give centroids with coords= (parcels x 3, MNI mm), or "
         "drop the parcel",
@@ -337,14 +335,16 @@ class Encoder(nn.Module):
         if space.numel() and space.max() >= c.vocab_size:
             raise NeurofmError(
                 f"Tokens.space holds ids outside this model's vocabulary of {c.vocab_size} "
-                f"names (got {space.min().item()}..{space.max().item()}): {w['ids']}"
+                f"names (got {space.min().item()}..{space.max().item()}): {w['ids']}; "
+                f"tokenize with {w['tokenize']}"
             )
         t = tokens.t
         if t.dtype != torch.float64 and t.numel():
-            step = t.abs().max().item() * torch.finfo(t.dtype).eps
+            latest = t.abs().max().item()
+            step = latest * torch.finfo(t.dtype).eps
             if step > 0.1 * c.patch_seconds:
                 raise SignalError(
-                    f"Tokens.t reaches {t.abs().max().item():.6g} s, where {t.dtype} cannot "
+                    f"Tokens.t reaches {latest:.6g} s, where {t.dtype} cannot "
                     f"tell apart times {step:.3g} s apart (patches are {c.patch_seconds:g} s): "
                     "give times from the recording's start, or as float64"
                 )
@@ -352,8 +352,8 @@ class Encoder(nn.Module):
         lost = real & ~self.space_embed.placeable(space, tokens.pos.float())
         if lost.any():
             b, s = lost.nonzero()[0].tolist()
-            unit = f"{w['unit']} {s} (id {space[b, s].item()})"
-            name = tokens.names[b][s] if tokens.names else unit
+            named = tokens.names and s < len(tokens.names[b])  # collate pads without names
+            name = tokens.names[b][s] if named else f"{w['unit']} {s} (id {space[b, s].item()})"
             why = ("no position (pos is NaN)" if self.space_embed.coords is not None
                    else "this model has no coordinate embedding")  # fmt: skip
             raise NeurofmError(

@@ -156,8 +156,9 @@ def save_model(model: Encoder, path, *, extra: dict | None = None) -> Path:
         raise NeurofmError(f"save_model: extra= must be JSON-serialisable ({err})") from err
     except OSError as err:
         raise CheckpointError(
-            f"could not save the checkpoint to {path} ({type(err).__name__}: {err}): give a "
-            "writable folder on a local disk (the previous checkpoint, if any, is unchanged)"
+            f"could not save the checkpoint to {path} ({type(err).__name__}: {err}): a save "
+            "writes the new folder beside the old one, so the folder's parent must be writable; "
+            "the previous checkpoint, if any, is unchanged"
         ) from err
 
 
