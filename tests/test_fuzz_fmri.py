@@ -76,7 +76,9 @@ def tables(draw):
     truth = rng.normal(size=(n_t, n_p)) * scale + offset
     can_name = fmt in ("csv", "tsv", "txt", "frame") or (fmt == "1D" and stored == LAYOUTS[0])
     named = can_name and not (fmt == "frame" and stored == LAYOUTS[1]) and draw(st.booleans())
-    hint = draw(st.sampled_from(["none", "layout", "labels", "coords"]))
+    hint = draw(st.sampled_from(["none", "layout", "labels", "coords", "wrong_layout"]))
+    if hint == "wrong_layout" and not (named and n_p > 1):
+        hint = "none"  # told the wrong layout, a table without names is read as told
     plausible = _is_run(n_t, t_r) if _good_tr(t_r) else False
     if hint == "none" and not named and not (plausible and n_p <= MAX_PARCELS):
         hint = "layout"  # outside the plausible-run rule, the reader must be told
@@ -89,8 +91,9 @@ def tables(draw):
         truth[:, p] = 3.0
     if defect == "text" and fmt in ("npy", "mat", "array"):
         defect = None
-    if defect == "numeric" and not (named and fmt in TEXT and n_p > 1):
-        defect = None  # one numeric name alone is a row of numbers: data, by the rule
+    if defect == "numeric" and not (named and fmt in ("csv", "tsv", "txt") and n_p > 1):
+        defect = None  # one numeric name alone is a row of numbers: data, by the rule; a
+        # .1D header is a comment line, where numeric names are names (ABIDE's '#2001')
     if defect == "text" and n_p == 1 and n_t > 1:
         t = max(t, 1)  # a one-column table whose first cell is text has a header
     names = [f"roi_{draw(st.text('abcXYZ_019', max_size=4))}{k}" for k in range(n_p)]
@@ -159,13 +162,22 @@ def test_tables_read_right_or_refused(case):
     kwargs = dict(t_r=t_r, recipe=_raw(t_r) if raw else None)
     if case["hint"] == "layout":
         kwargs["layout"] = case["stored"]
+    elif case["hint"] == "wrong_layout":
+        kwargs["layout"] = LAYOUTS[case["stored"] == LAYOUTS[0]]
     elif case["hint"] == "labels":
         kwargs["labels"] = [f"label{k}" for k in range(n_p)]
     elif case["hint"] == "coords":
         kwargs["coords"] = case["coords"]
     with tempfile.TemporaryDirectory() as folder:
         got = outcome(read_fmri, _source(case, Path(folder)), **kwargs)
-    if case["defect"] in ("nan", "inf", "text", "numeric", "bad_tr", "one_tr"):
+    if case["hint"] == "wrong_layout" or case["defect"] in (
+        "nan",
+        "inf",
+        "text",
+        "numeric",
+        "bad_tr",
+        "one_tr",
+    ):
         assert got.kind == "error", (case["defect"], got)
         return
     if not got.ok:
