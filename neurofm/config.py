@@ -44,6 +44,14 @@ class StrictConfig(BaseModel):
             lines += config_problems(err, known)
         raise ValueError("\n".join(lines))
 
+    def __init__(self, **data):
+        """Validate every field; a bad value raises ``ConfigError``, one line per problem."""
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            problems = config_problems(err, data)
+            raise ConfigError(f"invalid {type(self).__name__}: " + "\n  ".join(problems)) from None
+
     def replace(self, **changes):
         """A validated copy with some fields changed."""
         return type(self)(**{**self.model_dump(), **changes})

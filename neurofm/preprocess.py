@@ -30,10 +30,10 @@ from functools import lru_cache
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from .config import StrictConfig, config_problems
-from .errors import ConfigError, SignalWarning, check_finite, validate_type, warn
+from .config import StrictConfig
+from .errors import SignalWarning, check_finite, validate_type, warn
 from .utils import NeurofmError, SignalError, logger
 
 LINE_FREQS = (50.0, 60.0)
@@ -105,14 +105,6 @@ class Recipe(StrictConfig):
         "raise", description="non-finite samples (NaN, inf): refuse, or mask the patches they touch"
     )
     version: int = Field(1, ge=1)
-
-    def __init__(self, **data):
-        """Validate every field; a bad value raises ``ConfigError``, one line per problem."""
-        try:
-            super().__init__(**data)
-        except ValidationError as err:
-            problems = config_problems(err, data)
-            raise ConfigError(f"invalid {type(self).__name__}: " + "\n  ".join(problems)) from None
 
     @field_validator("sfreq")
     @classmethod
