@@ -78,6 +78,14 @@ class UnitsWarning(NeurofmWarning):
     """Amplitudes at the edge of the plausible range for the declared units."""
 
 
+class ChannelWarning(NeurofmWarning):
+    """Channel or parcel names and positions: unknown names, ignored positions, no coordinates."""
+
+
+class ShardWarning(NeurofmWarning):
+    """A damaged shard was skipped, or left out of the index."""
+
+
 class FileFormatWarning(NeurofmWarning):
     """A file header that is odd but readable (the reader says what it assumed)."""
 

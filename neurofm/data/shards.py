@@ -50,7 +50,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ..config import StrictConfig
-from ..errors import ConfigError, NeurofmError, NeurofmWarning, ShardError, logger, warn
+from ..errors import ConfigError, NeurofmError, ShardError, ShardWarning, logger, warn
 from ..preprocess import Recipe
 from ..utils import atomic_write
 
@@ -58,10 +58,6 @@ SHARDS, INDEX, STATS, FAILURES = "shards", "index.csv", "stats.json", "failures.
 PARTIAL, STALE = ".partial", ".stale"
 DATA_FILES = ("x.npy", "mask.npy", "t.npy", "space.npy", "pos.npy")
 FAIL_FAST = 3  # identical failures of the first recordings, with no success: stop
-
-
-class ShardWarning(NeurofmWarning):
-    """A damaged shard was skipped, or left out of the index."""
 
 
 class CorpusConfig(StrictConfig):

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..channels import EEG_TYPES, SIGNAL_TYPES, ChannelReport, map_channels, unknown_hint
 from ..channels import positions as template_positions
-from ..errors import FileFormatWarning, NeurofmWarning, validate_type, warn
+from ..errors import ChannelWarning, FileFormatWarning, NeurofmWarning, validate_type, warn
 from ..preprocess import check_sfreq
 from ..utils import ChannelError, EEGReadError, UnitsError, check_option, did_you_mean, logger
 from .edf import SAMPLE_BYTES, check_header, read_header
@@ -415,10 +415,10 @@ def _check_positions(positions, report: ChannelReport, label: str) -> dict:
         c = by_name.get(key)
         if c is None:
             warn(f"{label}: positions[{key!r}] names no channel of this recording"
-                 f"{did_you_mean(key, by_name)}: ignored", NeurofmWarning, stacklevel=3)  # fmt: skip
+                 f"{did_you_mean(key, by_name)}: ignored", ChannelWarning, stacklevel=3)  # fmt: skip
         elif c.kind in ("electrode", "bipolar"):
             warn(f"{label}: positions[{key!r}] ignored: {c.name!r} is a 10-05 name and keeps its "
-                 "template position (rename= it if it is another electrode)", NeurofmWarning,
+                 "template position (rename= it if it is another electrode)", ChannelWarning,
                  stacklevel=3)  # fmt: skip
         elif c.status != "dropped":
             out[c.name] = xyz
@@ -547,7 +547,7 @@ def read_eeg(
     if unplaced:
         warn(f"{label}: {len(unplaced)} channel names are not 10-05 electrodes and have no "
              f"position: {unplaced[:8]}; the model sees them without a place. Fix: "
-             f"{report.hint}", NeurofmWarning, stacklevel=2)  # fmt: skip
+             f"{report.hint}", ChannelWarning, stacklevel=2)  # fmt: skip
     if factor is not None:
         _scale(raw, factor)
     if check_units:
