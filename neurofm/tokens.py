@@ -16,7 +16,7 @@ field       shape           meaning
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
@@ -25,7 +25,8 @@ from einops import rearrange
 
 from .channels import PAD, UNK, eeg_vocabulary
 from .errors import NeurofmError, SignalError, UnitsError, logger
-from .preprocess import Recipe, Stream
+from .preprocess.eeg import Stream
+from .preprocess.recipe import Recipe, as_recipe
 
 #: Largest |x| in real tokens, in model units (100 uV for EEG): anything above is wrong units
 MAX_ABS_X = 1e6
@@ -355,25 +356,6 @@ def iter_tokens(source, recipe: Recipe | None = None, *, batch_size: int = 64, p
             "channels %s are flat (std < %g V) in every window and are masked out: "
             "check the electrodes or drop them", flat, recipe.flat_threshold,
         )  # fmt: skip
-
-
-def as_recipe(recipe) -> Recipe:
-    """A :class:`~neurofm.Recipe` from None (the defaults), a Recipe or a dict of its fields."""
-    if recipe is None:
-        return Recipe()
-    if isinstance(recipe, Recipe):
-        return recipe
-    if isinstance(recipe, Mapping):
-        from .config import load_config
-
-        return load_config(recipe, Recipe)
-    fmri = (
-        " (for fMRI, use neurofm.tokenize_fmri)" if "fmri" in type(recipe).__name__.lower() else ""
-    )
-    raise NeurofmError(
-        f"recipe must be a neurofm.Recipe or a dict of its fields, got "
-        f"{type(recipe).__name__}{fmri}: e.g. Recipe(sfreq=200) or {{'sfreq': 200}}"
-    )
 
 
 def _batched(items, n: int):

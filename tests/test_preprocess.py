@@ -115,6 +115,32 @@ def test_recipe_validation_and_serialisation():
     assert r.replace(clip=5.0).clip == 5.0
 
 
+def test_recipes_share_patch_geometry_and_round_trip_by_modality():
+    from pydantic import TypeAdapter
+
+    from neurofm.preprocess.recipe import AnyRecipe, EEGRecipe, FMRIRecipe, recipe_from_dict
+
+    eeg, fmri = Recipe(sfreq=250, window_seconds=4), FMRIRecipe(t_r=2.0, patch_trs=10)
+    assert Recipe is EEGRecipe and neurofm.FMRIRecipe is FMRIRecipe
+    assert neurofm.io.fmri.FMRIRecipe is FMRIRecipe
+    geometry = ("patch_len", "patch_seconds", "window_patches", "window_len", "stride_len",
+                "window_seconds")  # fmt: skip
+    assert [getattr(eeg, k) for k in geometry] == [250, 1.0, 4, 1000, 1000, 4.0]
+    assert [getattr(fmri, k) for k in geometry] == [10, 20.0, 10, 100, 100, 200.0]
+    assert (eeg.seconds(500), fmri.seconds(5)) == (2.0, 10.0)
+    for recipe in (eeg, fmri):
+        data = json.loads(recipe.model_dump_json())
+        assert recipe_from_dict(data) == recipe
+        assert TypeAdapter(AnyRecipe).validate_python(data) == recipe
+    old = {k: v for k, v in json.loads(eeg.model_dump_json()).items() if k != "modality"}
+    assert recipe_from_dict(old) == eeg  # checkpoints from before fMRI: EEG
+    assert TypeAdapter(AnyRecipe).validate_python(old) == eeg
+    with pytest.raises(neurofm.errors.NeurofmError, match="did you mean 'fmri'"):
+        recipe_from_dict({"modality": "fmr"})
+    with pytest.raises(ConfigError, match="did you mean 'patch_trs'"):
+        recipe_from_dict({"modality": "fmri", "patch_tr": 10})
+
+
 def test_too_short_recording(sine):
     raw = neurofm.read_eeg(sine(10, 200, 4.5), sfreq=200, ch_names=["Cz", "Pz"])
     with pytest.raises(SignalError, match="window_seconds <= 4"):

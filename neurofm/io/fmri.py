@@ -19,22 +19,25 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
 
-from ..config import StrictConfig
 from ..errors import (
     FileFormatWarning,
     NeurofmError,
     NeurofmWarning,
     SignalError,
     SignalWarning,
-    check_finite,
     check_option,
     did_you_mean,
     warn,
+)
+from ..preprocess.recipe import (  # noqa: F401  (re-exported: neurofm.io.fmri.FMRIRecipe)
+    MAX_TR,
+    MIN_TR,
+    FMRIRecipe,
+    _tr_problem,
+    check_tr,
 )
 from .atlases import (  # noqa: F401  (re-exported: neurofm.io.fmri.load_atlas, Atlas)
     COORD_ATLASES,
@@ -47,94 +50,10 @@ from .atlases import (  # noqa: F401  (re-exported: neurofm.io.fmri.load_atlas, 
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".1d", ".txt", ".npy", ".mat")
 PLACEHOLDER_TRS = (0.0, 1.0)
-MIN_TR, MAX_TR = 0.05, 30.0  # s: fast multiband/MREG runs to sparse sampling
 LAYOUTS = ("time x parcels", "parcels x time")
 MAX_PARCELS = 1024  # DiFuMo's largest; no common atlas has more
 MIN_RUN_TRS, MIN_RUN_SECONDS = 10, 30.0  # shorter is no run: see _orient
 NA_TOKENS = ("nan", "-nan", "na", "n/a", "null")
-
-
-def _tr_problem(t_r: float) -> str | None:
-    """Why a finite, positive TR (s) is implausible, with the fix; None when it is fine."""
-    if t_r > MAX_TR:
-        unit = f"it looks like milliseconds; pass seconds, t_r={t_r / 1000:g}" if t_r >= 100 else (
-            "pass the TR in seconds")  # fmt: skip
-        return f"t_r={t_r:g} s is longer than any fMRI TR ({MIN_TR:g}-{MAX_TR:g} s): {unit}"
-    if t_r < MIN_TR:
-        return f"t_r={t_r:g} s is shorter than any fMRI TR ({MIN_TR:g}-{MAX_TR:g} s): pass seconds"
-    return None
-
-
-def check_tr(t_r, name: str = "t_r") -> float:
-    """A repetition time in seconds: finite, positive and within fMRI's range."""
-    t_r = check_finite(t_r, name, low=0, low_open=True)
-    problem = _tr_problem(t_r)
-    if problem:
-        raise NeurofmError(problem if name == "t_r" else f"{name}: {problem}")
-    return t_r
-
-
-class FMRIRecipe(StrictConfig):
-    """How an fMRI run becomes model input; saved inside fMRI checkpoints."""
-
-    modality: Literal["fmri"] = "fmri"
-    t_r: float = Field(0.72, gt=0, allow_inf_nan=False,
-                       description="the model's TR (s); runs are resampled to it")  # fmt: skip
-    patch_trs: int = Field(20, gt=0, description="TRs per patch (BrainLM: 20)")
-    window_patches: int = Field(10, gt=0, description="patches per window (BrainLM: 200 TRs)")
-    stride_patches: int | None = Field(None, gt=0, description="None: windows do not overlap")
-    detrend: bool = True
-    high_pass: float | None = Field(0.01, gt=0, description="Hz; None: none")
-    low_pass: float | None = Field(None, gt=0, description="Hz; None: none")
-    smoothing_fwhm: float | None = Field(None, gt=0, description="mm, before extraction")
-    sphere_radius: float = Field(5.0, gt=0, description="mm, for coordinate atlases")
-    robust_scale: bool = Field(True, description="(x - median) / IQR per parcel and run")
-    space: Literal["coords", "atlas"] = Field(
-        "coords", description="'coords': parcels placed by centroid (any atlas); "
-        "'atlas': vocabulary ids of the atlas (a model trained on that atlas)",
-    )  # fmt: skip
-    atlas: str | None = Field(None, description="the atlas this model was trained on")
-    version: int = 1
-
-    @field_validator("t_r")
-    @classmethod
-    def _plausible_tr(cls, t_r: float) -> float:
-        problem = _tr_problem(t_r)  # before the filters, which would otherwise be blamed
-        if problem:
-            raise ValueError(problem)
-        return t_r
-
-    @model_validator(mode="after")
-    def _check(self):
-        nyq = 0.5 / self.t_r
-        for name in ("high_pass", "low_pass"):
-            value = getattr(self, name)
-            if value is not None and value >= nyq:
-                raise ValueError(
-                    f"{name}={value} Hz must be below the Nyquist frequency {nyq:.3g} Hz of "
-                    f"t_r={self.t_r} s: lower {name}, or None for no filter"
-                )
-        if self.high_pass and self.low_pass and self.high_pass >= self.low_pass:
-            raise ValueError(
-                f"high_pass={self.high_pass} Hz must be below low_pass={self.low_pass} Hz"
-            )
-        return self
-
-    @property
-    def patch_len(self) -> int:
-        return self.patch_trs
-
-    @property
-    def patch_seconds(self) -> float:
-        return self.patch_trs * self.t_r
-
-    @property
-    def window_len(self) -> int:
-        return self.patch_trs * self.window_patches
-
-    @property
-    def stride_len(self) -> int:
-        return self.patch_trs * (self.stride_patches or self.window_patches)
 
 
 # ---------------------------------------------------------------------- extraction
@@ -593,7 +512,7 @@ def _resample(x: np.ndarray, t_r_in: float, t_r_out: float) -> np.ndarray:
         return x
     from scipy.signal import resample_poly
 
-    from ..preprocess import resample_ratio
+    from ..preprocess.eeg import resample_ratio
 
     up, down = resample_ratio(1.0 / t_r_in, 1.0 / t_r_out)  # sampling rates are 1 / TR
     return resample_poly(x, up, down, axis=0, padtype="line")
