@@ -116,8 +116,10 @@ def test_kill_9_then_rerun_finishes_without_redoing(tmp_path):
     assert not list(shards.glob("*.partial"))
 
 
-def _seen(ds) -> list[tuple[str, int]]:
-    return [(lbl["shard"], lbl["window"]) for _, labels in ds for lbl in labels]
+def _seen(ds, repeats: bool = False) -> list[tuple[str, int]]:
+    """Windows read in one epoch; padding repeats only when asked."""
+    return [(lbl["shard"], lbl["window"]) for _, labels in ds for lbl in labels
+            if lbl["repeat"] == repeats]  # fmt: skip
 
 
 def test_ranks_see_disjoint_windows_whose_union_is_the_corpus(corpus):
@@ -271,9 +273,13 @@ def test_damaged_shards_are_named_and_skipped_or_refused(damaged_corpus, corpus)
     out, stats = damaged_corpus, corpus[1]
     _flip(out / "shards" / "chb01_01" / "x.npy", 5000)  # a bit inside the signal
     with pytest.warns(ShardWarning, match="chb01_01: x.npy does not match its SHA-256"):
-        seen = _seen(ShardDataset(out, batch_size=4))
+        batches = list(ShardDataset(out, batch_size=4))
+    seen, repeats = _seen(batches), _seen(batches, repeats=True)
     assert len(seen) == len(set(seen)) == stats["windows"] - 3
     assert not {s for s, _ in seen} & {"chb01_01"}
+    # the damaged shard's 3 windows are stood in for by repeats: the batch count holds
+    assert len(repeats) == 3 and set(repeats) <= set(seen)
+    assert len(batches) == len(ShardDataset(out, batch_size=4)) == 5
     with pytest.raises(ShardError, match="more than max_damaged=0.*chb01_01"):
         _seen(ShardDataset(out, batch_size=4, max_damaged=0))
     ds = ShardDataset(out, batch_size=4)

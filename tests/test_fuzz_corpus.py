@@ -132,12 +132,18 @@ def _damaged(clean: Path, root: Path) -> set[str]:
 
 def _read_all(root: Path, max_damaged: int) -> dict:
     ds = ShardDataset(root, shuffle=False, batch_size=3, max_damaged=max_damaged)
-    seen = {}
+    seen, repeats, n_batches = {}, [], 0
     for tokens, labels in ds:
+        n_batches += 1
         for i, lbl in enumerate(labels):
             key = (lbl["shard"], lbl["window"])
+            if lbl["repeat"]:  # stands in for a damaged shard's window
+                repeats.append(key)
+                continue
             assert key not in seen, f"window {key} came twice"
             seen[key] = (tokens.x[i].numpy(), lbl["label"])
+    assert n_batches == len(ds), "a damaged shard changed the batch count"
+    assert len(seen) + len(repeats) == ds.n_windows and set(repeats) <= set(seen)
     return seen
 
 

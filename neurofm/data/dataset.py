@@ -1,4 +1,4 @@
-"""Streaming windows from shards: memory-mapped, shuffled, split across ranks and workers.
+"""Streaming windows from shards: memory-mapped, shuffled, split evenly across ranks and workers.
 
 ::
 
@@ -6,10 +6,25 @@
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
     for tokens, labels in loader: ...            # Tokens batches, mixed montages padded
 
-Every shard goes to exactly one (rank, worker) slot: ``torchrun`` ranks (``RANK``,
-``WORLD_SIZE``, or ``torch.distributed``) and DataLoader workers see disjoint windows
-whose union is the corpus. Shuffling is seeded (``seed`` + ``set_epoch``): shard order,
-then windows inside a buffer that mixes ``mix`` shards at a time.
+**Every rank gets the same number of batches** (``len(ds)``), so a DDP epoch ends on
+every rank at the same step. Each epoch lays the corpus out as one sequence of windows:
+shards in a seeded order (``seed`` + ``set_epoch``; index order with ``shuffle=False``),
+each shard's windows in a row. Rank ``r`` of ``W`` takes the ``r``-th of ``W`` equal
+contiguous blocks of that sequence, and its DataLoader workers split the block into runs
+of whole batches, so a reader touches few shards (I/O locality) and only the last batch
+of a rank may be short. The ranks are ``torchrun``'s (``RANK``, ``WORLD_SIZE``), or an
+initialised ``torch.distributed`` process group's; ``rank=``/``world_size=`` override.
+
+**The remainder** (corpus windows not divisible by the world size) is padded by
+repetition by default (``remainder="pad"``, as ``DistributedSampler`` does): the
+sequence wraps around, so at most ``world_size - 1`` windows from its start are read a
+second time, and no window is lost to training or evaluation. Their labels carry
+``repeat: True`` so that a metric can leave them out. ``remainder="drop"`` instead leaves
+out the last windows of the epoch's order (different ones each epoch when shuffled).
+
+Inside a worker's run, windows are shuffled in a buffer that mixes ``mix`` shards at a
+time; ``bucket=True`` sorts each buffer by montage (batches hold one montage except where
+the montage changes inside a batch, which ``collate`` pads).
 
 **Checksums.** ``index.csv`` is checked against ``stats.json`` when the dataset is made
 (a mismatch raises ``ShardError``). Each shard is verified completely (``meta.json``'s own
@@ -18,14 +33,17 @@ process that reads a shard reads all of it anyway, so this at most doubles the f
 read. ``verify=False`` checks ``meta.json`` only.
 
 **Damaged shards** are skipped with a :class:`~neurofm.data.ShardWarning` naming the
-shard and the damage, once per process; when more than ``max_damaged`` shards (default
-1% of the corpus, at least 1) are damaged in one reading process, iteration raises
-``ShardError`` instead. To repair, delete ``shards/<id>`` and rerun ``neurofm preprocess``.
+shard and the damage, once per process; their windows are replaced by repeats of windows
+the same reader has read (``repeat: True``), so the batch count stays that of every other
+rank. When more than ``max_damaged`` shards (default 1% of the corpus, at least 1) are
+damaged in one reading process, iteration raises ``ShardError`` instead. To repair,
+delete ``shards/<id>`` and rerun ``neurofm preprocess``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -33,7 +51,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ..errors import NeurofmError, ShardError, warn
+from ..errors import NeurofmError, ShardError, check_option, warn
 from ..tokens import Tokens, collate
 from .shards import (
     DATA_FILES,
@@ -45,6 +63,8 @@ from .shards import (
     read_meta,
     verify_shard,
 )
+
+REMAINDERS = ("pad", "drop")
 
 #: shards verified in this process, with the size and mtime of their files then
 _VERIFIED: set[tuple] = set()
@@ -61,14 +81,36 @@ def _file_stats(shard: Path) -> tuple:
     return (str(shard), *stats)
 
 
-def _rank_world() -> tuple[int, int]:
+def rank_world() -> tuple[int, int]:
+    """(rank, world size): an initialised process group's, else ``RANK``/``WORLD_SIZE``."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    try:
+        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    except ValueError:
+        raise NeurofmError(f"RANK={os.environ.get('RANK')!r} and WORLD_SIZE="
+                           f"{os.environ.get('WORLD_SIZE')!r} must be whole numbers") from None  # fmt: skip
+
+
+def _runs(order: list[str], counts: list[int], start: int, stop: int):
+    """``(shard, first window, stop window, repeat)`` covering positions ``[start, stop)``
+    of the epoch's window sequence, which wraps around after its last window."""
+    offsets = np.cumsum([0, *counts])
+    total, pos = int(offsets[-1]), start
+    while pos < stop:
+        p = pos % total
+        i = int(np.searchsorted(offsets, p, side="right")) - 1
+        n = min(int(offsets[i + 1]) - p, stop - pos)
+        yield order[i], p - int(offsets[i]), p - int(offsets[i]) + n, pos >= total
+        pos += n
 
 
 class ShardDataset(IterableDataset):
     """Windows of a sharded corpus as ``(Tokens, labels)`` batches.
+
+    ``labels`` holds one dict per window: ``shard``, ``window``, ``label`` and ``repeat``
+    (True for a padding repeat, module docstring). ``len(ds)`` is the number of batches
+    each rank yields per epoch (what ``len(DataLoader(ds, batch_size=None))`` says).
 
     Parameters
     ----------
@@ -79,10 +121,14 @@ class ShardDataset(IterableDataset):
         ``splits.json``) is this.
     shuffle, seed : seeded shuffling of shards and of windows within a buffer.
     batch_size : int
-        Windows per yielded batch (the last one may be smaller).
+        Windows per yielded batch (the last one of a rank may be smaller).
+    mix : int
+        Shards whose windows are shuffled together.
     bucket : bool
-        Batch windows of one montage together (no padding) instead of mixing shards.
+        Sort each buffer by montage, so that batches rarely mix montages (less padding).
     rank, world_size : override the distributed set-up (default: from the environment).
+    remainder : "pad" | "drop"
+        How windows beyond an equal share per rank are handled (module docstring).
     verify : bool
         Check every file's SHA-256 when a process first opens a shard (module docstring).
     max_damaged : int | None
@@ -92,8 +138,13 @@ class ShardDataset(IterableDataset):
 
     def __init__(self, root, *, split: str | None = None, shuffle: bool = True, seed: int = 0,
                  batch_size: int = 64, mix: int = 4, bucket: bool = False,
-                 rank: int | None = None, world_size: int | None = None, verify: bool = True,
+                 rank: int | None = None, world_size: int | None = None,
+                 remainder: str = "pad", verify: bool = True,
                  max_damaged: int | None = None):  # fmt: skip
+        check_option("remainder", remainder, REMAINDERS)
+        for name, value in (("batch_size", batch_size), ("mix", mix)):
+            if not isinstance(value, int) or value < 1:
+                raise NeurofmError(f"{name} must be a whole number >= 1, got {value!r}")
         self.root = Path(root)
         index = _read_index(self.root)
         if split is not None:
@@ -105,32 +156,66 @@ class ShardDataset(IterableDataset):
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
         self.batch_size, self.mix, self.bucket = batch_size, mix, bucket
         self._rank, self._world = rank, world_size
-        self.verify = verify
+        self.remainder, self.verify = remainder, verify
         self.max_damaged = max(1, len(index) // 100) if max_damaged is None else max_damaged
         self._damaged: dict[str, str] = {}  # shard -> why, in this process
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __len__(self) -> int:
+    @property
+    def n_windows(self) -> int:
         """Windows in the whole corpus (all ranks)."""
         return int(self.index.n_windows.sum())
 
-    def _slot(self) -> tuple[int, int]:
-        """(this reader's slot, number of slots) over ranks x DataLoader workers."""
-        rank, world = _rank_world()
-        rank = self._rank if self._rank is not None else rank
-        world = self._world if self._world is not None else world
+    def rank_world(self) -> tuple[int, int]:
+        """This reader's (rank, world size): the overrides, else :func:`rank_world`."""
+        rank, world = rank_world()
+        rank = rank if self._rank is None else self._rank
+        world = world if self._world is None else self._world
+        if not 0 <= rank < world:
+            raise NeurofmError(f"rank {rank} is not in 0..{world - 1} (world size {world})")
+        return rank, world
+
+    def windows_per_rank(self) -> int:
+        """Windows each rank reads per epoch, padding repeats included."""
+        world = self.rank_world()[1]
+        per_rank = (math.ceil if self.remainder == "pad" else math.floor)(self.n_windows / world)
+        if per_rank == 0:
+            raise NeurofmError(f"{self.n_windows} windows for {world} ranks: with remainder="
+                               "'drop' every rank needs one; use remainder='pad'")  # fmt: skip
+        return per_rank
+
+    def __len__(self) -> int:
+        """Batches each rank yields per epoch."""
+        return math.ceil(self.windows_per_rank() / self.batch_size)
+
+    def __getstate__(self) -> dict:
+        """Pickled for DataLoader workers that are spawned (no process group there):
+        the rank and world size travel with the dataset."""
+        state = dict(self.__dict__)
+        state["_rank"], state["_world"] = self.rank_world()
+        return state
+
+    def _order(self) -> list[str]:
+        """This epoch's shard order: the same on every rank and worker."""
+        ids = list(self.index.id)
+        if self.shuffle:
+            np.random.default_rng([self.seed, self.epoch]).shuffle(ids)
+        return ids
+
+    def _slot(self) -> tuple[int, int, int]:
+        """(first, stop) positions of this reader's windows in the epoch's sequence, and
+        a number naming the reader (rank x workers + worker) for its shuffling."""
+        rank, _ = self.rank_world()
         info = get_worker_info()
         worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
-        return rank * n_workers + worker, world * n_workers
-
-    def _my_shards(self) -> list[str]:
-        ids = list(self.index.id)
-        if self.shuffle:  # the same order on every rank and worker: a partition, not samples
-            np.random.default_rng([self.seed, self.epoch]).shuffle(ids)
-        slot, slots = self._slot()
-        return ids[slot::slots]
+        per_rank = self.windows_per_rank()
+        batches = math.ceil(per_rank / self.batch_size)
+        first, last = (batches * k // n_workers for k in (worker, worker + 1))
+        start = rank * per_rank
+        return (start + min(first * self.batch_size, per_rank),
+                start + min(last * self.batch_size, per_rank), rank * n_workers + worker)  # fmt: skip
 
     def _open(self, shard: str, n_windows: int):
         """(meta, memory-mapped arrays, static arrays), verified; raises ``ShardError``."""
@@ -167,35 +252,64 @@ class ShardDataset(IterableDataset):
         warn(f"skipped damaged {err} ({len(self._damaged)} of at most {self.max_damaged}); "
              f"delete {SHARDS}/{shard} and rerun `neurofm preprocess` to redo it", ShardWarning)  # fmt: skip
 
-    def _windows(self, shard: str):
+    def _windows(self, shard: str, start: int, stop: int, repeat: bool) -> list[tuple]:
+        """Items ``(shard, window, arrays, static, label, repeat)``; none if damaged."""
         if shard in self._damaged:
-            return
+            return []
         try:
             meta, arrays, static = self._open(shard, self._n_windows[shard])
         except ShardError as err:
             self._damage(shard, err)
-            return
-        for w in range(meta["n_windows"]):
-            yield shard, w, arrays, static, meta["window_labels"][w]
+            return []
+        return [(shard, w, arrays, static, meta["window_labels"][w], repeat)
+                for w in range(start, stop)]  # fmt: skip
+
+    def _items(self):
+        """This reader's windows, a buffer of ``mix`` shards at a time, then the repeats
+        that stand in for windows of damaged shards."""
+        order = self._order()
+        start, stop, reader = self._slot()
+        rng = np.random.default_rng([self.seed, self.epoch, reader])
+        runs = list(_runs(order, [self._n_windows[s] for s in order], start, stop))
+        missing, spare = 0, []
+        for g in range(0, len(runs), self.mix):
+            group = runs[g : g + self.mix]
+            items = [item for run in group for item in self._windows(*run)]
+            missing += sum(stop - start for _, start, stop, _ in group) - len(items)
+            if self.shuffle:
+                items = [items[i] for i in rng.permutation(len(items))]
+            if self.bucket:  # a stable sort keeps the shuffle within a montage
+                items.sort(key=lambda item: item[3]["names"])
+            spare = items or spare
+            yield from items
+        if missing:
+            spare = spare or self._any_readable(order)
+            yield from ((*spare[i % len(spare)][:5], True) for i in range(missing))
+
+    def _any_readable(self, order: list[str]) -> list[tuple]:
+        """Windows of the first readable shard of the epoch: repeats for a reader whose
+        every shard was damaged."""
+        for shard in order:
+            if items := self._windows(shard, 0, self._n_windows[shard], True):
+                return items
+        raise ShardError(
+            f"no readable shard under {self.root}: {'; '.join(self._damaged.values())}"
+        )
 
     def __iter__(self):
-        rng = np.random.default_rng([self.seed, self.epoch, *self._slot()])
-        shards = self._my_shards()
-        for start in range(0, len(shards), self.mix):
-            group = shards[start : start + self.mix]
-            items = [item for s in group for item in self._windows(s)]
-            if self.shuffle:
-                order = rng.permutation(len(items))
-                items = [items[i] for i in order]
-            if self.bucket:  # one montage per batch: stable sort by shard keeps the shuffle
-                items.sort(key=lambda it: group.index(it[0]))
-            for b in range(0, len(items), self.batch_size):
-                yield self._batch(items[b : b + self.batch_size])
+        batch = []
+        for item in self._items():
+            batch.append(item)
+            if len(batch) == self.batch_size:
+                yield self._batch(batch)
+                batch = []
+        if batch:
+            yield self._batch(batch)
 
     @staticmethod
     def _batch(items) -> tuple[Tokens, list[dict]]:
         singles, labels = [], []
-        for shard, w, arrays, static, label in items:
+        for shard, w, arrays, static, label, repeat in items:
             singles.append(Tokens(
                 x=torch.from_numpy(np.array(arrays["x"][w : w + 1], dtype=np.float32)),
                 space=torch.from_numpy(static["space"][None]),
@@ -204,7 +318,7 @@ class ShardDataset(IterableDataset):
                 mask=torch.from_numpy(np.array(arrays["mask"][w : w + 1])),
                 names=[static["names"]],
             ))  # fmt: skip
-            labels.append({"shard": shard, "window": w, "label": label})
+            labels.append({"shard": shard, "window": w, "label": label, "repeat": repeat})
         return collate(singles), labels
 
 
