@@ -1,7 +1,16 @@
-"""Command line: ``neurofm demo | info FILE | models | preprocess CONFIG``.
+"""Command line: ``neurofm demo | info FILE | models | preprocess CONFIG.yaml``.
 
-Bad input (a ``NeurofmError``: a config that does not validate, an unreadable file) is
-one clean ``error: ...`` on stderr and exit status 2, never a traceback.
+Every verb is a function registered with :func:`verb` beside the config model it takes;
+one path parses, validates and runs them all::
+
+    neurofm VERB [CONFIG.yaml] [ARG ...] [--flag VALUE ...] [key.sub=value ...]
+
+A verb that takes a config file (``preprocess``, and ``pretrain``/``finetune``/... as
+they come) reads it with :func:`~neurofm.config.load_config`; the others build their
+options from the arguments with the same function. ``key.sub=value`` overrides (also as
+``--set key.sub=value``) and flags apply on top, so every problem, in the file or on the
+command line, is one ``error: ...`` line with the fix, and exit status 2, never a
+traceback or a pydantic dump.
 """
 
 from __future__ import annotations
@@ -9,8 +18,43 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from .config import StrictConfig, load_config
+from .data import CorpusConfig
+from .preprocess import Recipe
+
+
+@dataclass(frozen=True)
+class Verb:
+    """A command: its function, the config model it takes, and how the arguments map."""
+
+    run: Callable[[StrictConfig], int]
+    model: type[StrictConfig]
+    help: str
+    config: bool  # the first argument is a YAML file
+    args: tuple[str, ...]  # positional arguments: the model's fields of these names
+    flags: tuple[str, ...]  # --name options: the model's fields of these names
+
+
+VERBS: dict[str, Verb] = {}
+
+
+def verb(name: str, model: type[StrictConfig], help: str, *, config: bool = False,
+         args: tuple[str, ...] = (), flags: tuple[str, ...] = ()):  # fmt: skip
+    """Register ``run(options) -> exit status`` as ``neurofm NAME``."""
+
+    def register(run):
+        VERBS[name] = Verb(run, model, help, config, args, flags)
+        return run
+
+    return register
 
 
 def sample_path() -> Path:
@@ -73,18 +117,13 @@ def _encode(tokens, name: str = "eeg-base") -> None:
           f"in {seconds:.2f} s ({len(tokens) / seconds:.0f} windows/s)")  # fmt: skip
 
 
-def _preprocess(args) -> int:
+@verb("preprocess", CorpusConfig, "shard a corpus: reader + Recipe + windows (YAML)",
+      config=True, flags=("workers", "overwrite"))  # fmt: skip
+def _preprocess(config: CorpusConfig) -> int:
     import json
 
-    from neurofm.config import load_config
-    from neurofm.data import CorpusConfig, preprocess_corpus
+    from neurofm.data import preprocess_corpus
 
-    overrides = list(args.set)
-    if args.workers is not None:
-        overrides.append(f"workers={args.workers}")
-    if args.overwrite:
-        overrides.append("overwrite=true")
-    config = load_config(args.config, CorpusConfig, overrides)
     stats = preprocess_corpus(config, progress=sys.stderr.isatty())
     print(f"{config.dataset}: {stats['recordings']} recordings, {stats['windows']} windows "
           f"({stats['hours']:g} h), {stats['subjects']} subjects, "
@@ -98,25 +137,55 @@ def _preprocess(args) -> int:
     return 0 if stats["recordings"] else 2
 
 
-def _models() -> int:
+class ModelsOptions(StrictConfig):
+    modality: Literal["eeg", "fmri"] | None = Field(None, description="list only these")
+
+
+@verb("models", ModelsOptions, "the registered model sizes", flags=("modality",))
+def _models(options: ModelsOptions) -> int:
     import torch
 
-    from neurofm.models import MODELS, create_model
+    from neurofm.models import create_model, list_models, model_config
 
     print(f"{'name':<12} {'modality':<8} {'dim':>4} {'depth':>5} {'heads':>5} {'params':>8}")
-    for name, cfg in MODELS.items():
+    for name in list_models():
+        cfg = model_config(name)
+        if options.modality not in (None, cfg.modality):
+            continue
         with torch.device("meta"):
             n = create_model(name).num_params()
-        print(f"{name:<12} {cfg['modality']:<8} {cfg['dim']:>4} {cfg['depth']:>5} "
-              f"{cfg['heads']:>5} {n / 1e6:>7.1f}M")  # fmt: skip
+        print(f"{name:<12} {cfg.modality:<8} {cfg.dim:>4} {cfg.depth:>5} "
+              f"{cfg.heads:>5} {n / 1e6:>7.1f}M")  # fmt: skip
     return 0
 
 
-def _describe(path, out: Path | None, recipe=None, encode: bool = False) -> int:
+class InfoOptions(StrictConfig):
+    path: str = Field(description="a recording in any format read_eeg reads")
+    out: str | None = Field(None, description="also save a plot in this folder")
+    encode: bool = Field(False, description="also run the eeg-base encoder")
+    recipe: Recipe = Field(default_factory=Recipe, description="e.g. recipe.notch=50")
+
+
+class DemoOptions(StrictConfig):
+    out: str = Field("out", description="folder for the plot")
+    recipe: Recipe = Field(default_factory=Recipe, description="e.g. recipe.notch=50")
+
+
+@verb("demo", DemoOptions, "read the bundled sample recording and show its token grid",
+      flags=("out",))  # fmt: skip
+def _demo(options: DemoOptions) -> int:
+    return _describe(InfoOptions(path=str(sample_path()), out=options.out, encode=True,
+                                 recipe=options.recipe))  # fmt: skip
+
+
+@verb("info", InfoOptions, "channel report and token grid of any recording", args=("path",),
+      flags=("out", "encode"))  # fmt: skip
+def _describe(options: InfoOptions) -> int:
     import neurofm
     from neurofm.preprocess import Stream
 
-    recipe = recipe or neurofm.Recipe()
+    path, recipe = options.path, options.recipe
+    out = None if options.out is None else Path(options.out)
     raw, report = neurofm.read_eeg(path, return_report=True)
     print(f"recording: {Path(path).name}: {len(raw.ch_names)} channels kept, "
           f"{raw.info['sfreq']:g} Hz, {raw.times[-1]:.1f} s")  # fmt: skip
@@ -131,7 +200,7 @@ def _describe(path, out: Path | None, recipe=None, encode: bool = False) -> int:
     w = min(1, B - 1)  # a recording may give one window
     print(f"  patch starts (s) of window {w}: {tokens.t[w].tolist()}")
     print(f"  amplitude: median |x| {tokens.x.abs().median():.3f} model units")
-    if encode:
+    if options.encode:
         _encode(tokens)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -146,41 +215,54 @@ def _describe(path, out: Path | None, recipe=None, encode: bool = False) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neurofm", description="EEG and fMRI foundation models")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="read the bundled sample recording and show its token grid")
-    demo.add_argument("--out", type=Path, default=Path("out"), help="folder for the plot")
-    info = sub.add_parser("info", help="channel report and token grid of any recording")
-    info.add_argument("path")
-    info.add_argument("--out", type=Path, default=None, help="also save a plot here")
-    info.add_argument("--encode", action="store_true", help="also run the eeg-base encoder")
-    sub.add_parser("models", help="the registered model sizes")
-    prep = sub.add_parser("preprocess", help="shard a corpus: reader + Recipe + windows (YAML)")
-    prep.add_argument("config", type=Path, help="e.g. configs/preprocess/chbmit.yaml")
-    prep.add_argument("--workers", type=int, default=None, help="override the config's workers")
-    prep.add_argument("--overwrite", action="store_true",
-                      help="redo shards made with another recipe or reader option")  # fmt: skip
-    prep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a config value, e.g. --set recipe.notch=50 (repeatable)")  # fmt: skip
-    args = parser.parse_args(argv)
+    for name, v in VERBS.items():
+        p = sub.add_parser(name, help=v.help)
+        if v.config:
+            p.add_argument("config", type=Path, help=f"a YAML file (examples in configs/{name}/)")
+        for arg in v.args:
+            p.add_argument(arg, help=v.model.model_fields[arg].description)
+        for flag in v.flags:
+            field = v.model.model_fields[flag]
+            switch = field.annotation is bool
+            kind = {"action": "store_true"} if switch else {"metavar": flag.upper()}
+            p.add_argument(f"--{flag}", dest=f"flag_{flag}", default=None,
+                           help=field.description, **kind)  # fmt: skip
+        p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                       help="set a config value, e.g. recipe.notch=50")  # fmt: skip
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="the same, as an option (repeatable)")  # fmt: skip
+    return parser
+
+
+def _options(v: Verb, args: argparse.Namespace) -> StrictConfig:
+    """The verb's validated config: the file (or the arguments), then flags and overrides."""
+    given = {f: getattr(args, f"flag_{f}") for f in v.flags}
+    pairs = [(f, value) for f, value in given.items() if value is not None]
+    overrides = [*pairs, *args.set, *args.overrides]
+    if v.config:
+        return load_config(args.config, v.model, overrides)
+    data = {arg: getattr(args, arg) for arg in v.args}
+    return load_config(data, v.model, overrides, name=f"neurofm {args.command}")
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     from neurofm.errors import NeurofmError
 
+    v = VERBS[args.command]
     try:
-        if args.command == "demo":
-            return _describe(sample_path(), args.out, encode=True)
-        if args.command == "models":
-            return _models()
-        if args.command == "preprocess":
-            return _preprocess(args)
-        return _describe(args.path, args.out, encode=args.encode)
-    except NeurofmError as err:
-        print(f"error: {err}", file=sys.stderr)
+        return v.run(_options(v, args))
+    except NeurofmError as err:  # one line per problem, each saying what to do
+        for line in filter(None, map(str.strip, str(err).splitlines())):
+            print(f"error: {line}", file=sys.stderr)
         return 2
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TypeVar
@@ -69,17 +70,21 @@ def _read_yaml(path: Path) -> object:
         raise ConfigError(f"{path} is not readable YAML: {reason}") from None
 
 
-def _apply_override(data: dict, item: str) -> None:
-    """``"recipe.sfreq=250"`` into ``data`` (the value parsed as YAML: 250, [1, 2], null)."""
+def _apply_override(data: dict, item) -> None:
+    """``"recipe.sfreq=250"`` into ``data`` (the value parsed as YAML: 250, [1, 2], null);
+    a ``(key, value)`` pair sets the value as it is (a command line flag's)."""
     import yaml
 
-    key, sep, text = str(item).partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"override {item!r} is not KEY=VALUE (e.g. recipe.sfreq=250)")
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        value = text
+    if isinstance(item, tuple):
+        key, value = item
+    else:
+        key, sep, text = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not KEY=VALUE (e.g. recipe.sfreq=250)")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
     *parents, leaf = key.strip().split(".")
     node = data
     for part in parents:
@@ -103,34 +108,69 @@ def _where(loc: tuple, data) -> str:
     return ".".join(parts)
 
 
+_NESTED = re.compile(r"invalid [A-Z]\w*: ")  # StrictConfig.__init__'s, inside another config
+_PLACE = re.compile(r"[A-Za-z_][\w.]*(?=: )")
+
+
+def _nested_lines(head: str, msg: str) -> list[str]:
+    """A nested config's problems under this place: ``recipe`` + ``invalid EEGRecipe:
+    notch: ...`` -> ``recipe.notch: ...``."""
+    lines = []
+    for line in filter(None, map(str.strip, msg.splitlines())):
+        line = _NESTED.sub("", line, count=1) if _NESTED.match(line) else line
+        if head and _PLACE.match(line):
+            lines.append(f"{head[:-2]}.{line}")
+        else:
+            lines.append(head + line)
+    return lines
+
+
+def _allowed(e: dict) -> list[str]:
+    """The words a literal or a union's tag allows, from a pydantic error's context."""
+    ctx = e.get("ctx") or {}
+    return re.findall(r"'([^']*)'", str(ctx.get("expected", ctx.get("expected_tags", ""))))
+
+
 def config_problems(err: ValidationError, data) -> list[str]:
     """One line per problem of a pydantic error: ``key.sub: message (got value)``.
 
-    Alternatives of one value (a union's members) share a line, joined by "or".
+    Alternatives of one value (a union's members) share a line, joined by "or"; a word
+    that is not one of the allowed words gets the closest of them.
     """
     lines, alternatives = [], {}
     for e in err.errors(include_url=False):
         place = _where(e["loc"], data)
         head = f"{place}: " if place else ""
         msg = e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        if "\n" in msg:  # several problems in one message (StrictConfig, nested models)
-            lines += [head + line.strip() for line in msg.splitlines() if line.strip()]
+        if "\n" in msg or _NESTED.match(msg):  # a nested config's problems (StrictConfig)
+            lines += _nested_lines(head, msg)
             continue
-        got = "" if e["type"] in ("value_error", "missing") else f" (got {e['input']!r:.60})"
+        if e["type"] == "union_tag_invalid":  # a discriminated union: its tag is unknown
+            ctx = e["ctx"]
+            msg = f"{ctx['discriminator'].strip('_()')} {ctx['tag']!r} is not one of {ctx['expected_tags']}"
+            got = did_you_mean(ctx["tag"], _allowed(e))
+        elif e["type"] in ("value_error", "missing"):
+            got = ""
+        else:
+            word = e["input"]
+            mean = did_you_mean(word, _allowed(e)) if isinstance(word, str) else ""
+            got = f" (got {word!r:.60}{'; ' + mean[2:-1] if mean else ''})"
         alternatives.setdefault(head, [])
         if msg + got not in alternatives[head]:
             alternatives[head].append(msg + got)
     return lines + [head + " or ".join(msgs) for head, msgs in alternatives.items()]
 
 
-def load_config(source, model: type[Model], overrides=()) -> Model:
+def load_config(source, model: type[Model], overrides=(), *, name: str | None = None) -> Model:
     """Read and validate a config: a YAML path (OmegaConf syntax, ``${...}``) or a mapping.
 
-    ``overrides`` are ``"key.sub=value"`` strings applied on top (values parsed as YAML).
-    Raises :class:`~neurofm.errors.ConfigError` with one line per problem.
+    ``overrides`` are ``"key.sub=value"`` strings applied on top (values parsed as YAML),
+    or ``(key, value)`` pairs (values as they are). Raises
+    :class:`~neurofm.errors.ConfigError` with one line per problem, each starting with
+    ``name`` (default: the path, or the model's name for a mapping).
     """
     is_path = isinstance(source, str | os.PathLike)
-    name = str(source) if is_path else model.__name__
+    name = name or (str(source) if is_path else model.__name__)
     data = _read_yaml(Path(source).expanduser()) if is_path else source
     if data is None:
         data = {}

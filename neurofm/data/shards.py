@@ -47,10 +47,18 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..config import StrictConfig
-from ..errors import ConfigError, NeurofmError, ShardError, ShardWarning, logger, warn
+from ..errors import (
+    ConfigError,
+    NeurofmError,
+    ShardError,
+    ShardWarning,
+    check_option,
+    logger,
+    warn,
+)
 from ..preprocess import Recipe
 from ..utils import atomic_write
 
@@ -76,6 +84,14 @@ class CorpusConfig(StrictConfig):
     max_files: int | None = Field(None, gt=0, description="stop after this many (trials)")
     overwrite: bool = Field(False, description="redo shards made with another recipe, reader "
                                                "option, source file or labels (default: refuse)")  # fmt: skip
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        from ..io.datasets import DATASETS
+
+        check_option("dataset", name, DATASETS)  # beside the other fields' problems
+        return name
 
     @model_validator(mode="after")
     def _check_reader(self):
