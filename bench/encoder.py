@@ -147,7 +147,7 @@ def kernels(args) -> list[dict]:
     """neurofm alone with each attention kernel and head padding, same weights (bf16 on
     CUDA, fp32 on CPU): does padding head dim 20 to 24 let flash kernels run, and which
     kernel is fastest here. A kernel that does not apply falls back to SDPA (noted)."""
-    from neurofm.models import attention
+    from neurofm.models.layers import attention
 
     device = args.device
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)

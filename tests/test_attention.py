@@ -47,7 +47,9 @@ def test_flex_matches_math_with_padding():
 def test_flex_build_failure_falls_back_to_sdpa(monkeypatch, caplog):
     """A compiled FlexAttention that fails at its first call (as inductor/Triton do for
     unsupported head sizes) gives SDPA's result, logs why once, and is not retried."""
-    from neurofm.models import attention
+    from torch._inductor.exc import InductorError
+
+    from neurofm.models.layers import attention
 
     if not attention.has_flex():
         pytest.skip("this torch has no FlexAttention")
@@ -55,7 +57,7 @@ def test_flex_build_failure_falls_back_to_sdpa(monkeypatch, caplog):
 
     def broken(*args, **kwargs):
         calls.append(1)
-        raise RuntimeError("NoValidChoicesError: no kernel for head dim 20")
+        raise InductorError(RuntimeError("NoValidChoicesError: no kernel for head dim 20"), None)
 
     monkeypatch.setattr(attention, "_compiled", {"flex": broken})
     monkeypatch.setattr(attention, "_warned", set())
@@ -69,6 +71,36 @@ def test_flex_build_failure_falls_back_to_sdpa(monkeypatch, caplog):
     assert len(said) == 1 and "no kernel for head dim 20" in said[0]
     monkeypatch.setattr(attention, "_flex", lambda *a, **k: None)  # as on CUDA after that
     torch.testing.assert_close(attend(q, k, v, mask, impl="flex"), attend(q, k, v, mask))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [torch.OutOfMemoryError("CUDA out of memory"), RuntimeError("shape mismatch"),
+     "oom-inside-a-backend-failure"],
+)  # fmt: skip
+def test_flex_runtime_errors_are_raised_not_fallen_back(monkeypatch, error):
+    """Out of memory (even wrapped in a backend failure) or an ordinary runtime error at
+    the compiled kernel's call is raised, and the compiled kernel is tried again next time."""
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    from neurofm.models.layers import attention
+
+    if not attention.has_flex():
+        pytest.skip("this torch has no FlexAttention")
+    if error == "oom-inside-a-backend-failure":  # autotuning ran out of memory
+        error = BackendCompilerFailed(lambda *a: None, torch.OutOfMemoryError("autotune"), None)
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        raise error
+
+    monkeypatch.setattr(attention, "_compiled", {"flex": failing})
+    q, k, v = _qkv()
+    for _ in range(2):
+        with pytest.raises(type(error)):
+            attention._flex(q, k, v, _mask(), 20**-0.5, compiled=True)
+    assert len(calls) == 2 and "flex_failed" not in attention._compiled
 
 
 def test_padding_keys_are_ignored():
@@ -120,7 +152,7 @@ def test_centred_qk_norm_matches_layer_norm():
     function's own backward passes gradcheck in float64; outputs and every gradient (input,
     linear weight and bias, norm weight and bias) equal LayerNorm's in fp32, with and
     without autograd; in bf16 they are at least as close to the float64 truth."""
-    from neurofm.models.attention import HeadNorm, _CentredHeadNorm, centre_heads
+    from neurofm.models.layers.norm import HeadNorm, _CentredHeadNorm, centre_heads
 
     torch.manual_seed(0)
     x = torch.randn(3, 5, 4, 20, dtype=torch.float64, requires_grad=True)

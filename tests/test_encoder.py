@@ -13,6 +13,7 @@ import neurofm
 from neurofm.channels import PAD, UNK, eeg_vocabulary, map_channels
 from neurofm.errors import CheckpointError, FileFormatWarning, NeurofmError, SignalError
 from neurofm.models import (
+    Encoder,
     EncoderConfig,
     create_model,
     from_labram,
@@ -198,13 +199,14 @@ def test_grouped_inference_and_chunked_mlp_change_nothing(attention, monkeypatch
     torch.manual_seed(0)
     model = create_model("eeg-tiny", attention=attention, **extra).eval()
     batch = collate([make_tokens(CHB[:5], B=3, N=3), make_tokens(CHB, B=4, N=4, seed=2)])
-    hide = torch.rand(batch.mask.shape) < 0.3
+    hidden = torch.rand(batch.mask.shape) < 0.3
+    dropped = torch.rand(batch.mask.shape) < 0.3
     with torch.no_grad():
         monkeypatch.setattr(Encoder, "inference_tokens", 0)
-        whole = model(batch, hide)
+        whole = model(batch, hidden, dropped)
         monkeypatch.setattr(Encoder, "inference_tokens", 2 * 23 * 4)  # groups of 2 windows
-        grouped = model(batch, hide)
-    for field in ("tokens", "pooled", "cls"):
+        grouped = model(batch, hidden, dropped)
+    for field in ("tokens", "pooled", "cls", "visible", "hidden"):
         a, b = getattr(whole, field), getattr(grouped, field)
         assert (a is None) == (b is None)
         if a is not None:
@@ -306,14 +308,14 @@ def test_time_embedding_uses_seconds_not_indices(tiny):
     assert torch.isfinite(long.tokens).all()
     torch.testing.assert_close(a.tokens, b.tokens)
     emb = tiny.time_embed
-    half = emb(torch.tensor([[0.0, 0.5, 1.0]]))
+    half = emb(torch.tensor([[0.0, 0.5, 1.0]]), tiny.recipe.patch_seconds)
     assert not torch.allclose(half[0, 1], half[0, 0]) and not torch.allclose(half[0, 1], half[0, 2])
 
 
 def test_time_table_interpolates_and_resizes():
     model = create_model("eeg-tiny", time_embed="table", time_rows=4).eval()
     emb = model.time_embed
-    rows = emb(torch.tensor([[0.0, 1.0, 2.0, 1.5]]))[0]
+    rows = emb(torch.tensor([[0.0, 1.0, 2.0, 1.5]]), model.recipe.patch_seconds)[0]
     torch.testing.assert_close(rows[3], (emb.table[1] + emb.table[2]) / 2)
     with pytest.raises(NeurofmError, match="resize_time_table"):
         model(make_tokens(CHB[:2], N=6))
@@ -324,7 +326,7 @@ def test_time_table_interpolates_and_resizes():
 
 
 def test_masked_group_norm_ignores_padding():
-    from neurofm.models.embeddings import ConvPatchEmbed
+    from neurofm.models.layers.embeddings import ConvPatchEmbed
 
     torch.manual_seed(0)
     embed = ConvPatchEmbed(200, 200)
@@ -365,7 +367,7 @@ def test_config_typos_and_contradictions():
     with pytest.raises(ValueError, match="not divisible"):
         EncoderConfig(dim=200, heads=7)
     with pytest.raises(ValueError, match="conv_channels"):
-        EncoderConfig(dim=210, heads=7)
+        Encoder(EncoderConfig(dim=210, heads=7))  # 210 is not a multiple of 25 conv steps
 
 
 def test_fmri_model_takes_parcel_patches():
@@ -438,14 +440,14 @@ def test_weights_of_another_size_name_the_difference(tiny):
 def test_interrupted_save_keeps_previous_checkpoint(tmp_path, tiny, monkeypatch):
     path = tiny.save_pretrained(tmp_path / "ckpt")
     before = (path / "config.json").read_text()
-    import neurofm.models.registry as registry
+    from neurofm.models.checkpoint import save_model
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("safetensors.torch.save_file", boom)
     with pytest.raises(KeyboardInterrupt):
-        registry.save_model(create_model("eeg-tiny"), path)
+        save_model(create_model("eeg-tiny"), path)
     assert (path / "config.json").read_text() == before
     load_model(path)  # still whole
 
@@ -477,19 +479,55 @@ def test_whitespace_in_config_json_is_not_damage(tmp_path, tiny):
     assert torch.equal(load_model(path).norm.weight, tiny.norm.weight)
 
 
-def test_format_1_checkpoints_still_load(tmp_path, tiny):
-    # issue 12, item 1: checkpoints saved before the config checksum stay readable
-    path = tiny.save_pretrained(tmp_path / "ckpt")
+def legacy_checkpoint(path, version: int, **model_changes) -> dict:
+    """Rewrite a saved checkpoint's config.json as neurofm 0.1 wrote it: format
+    'neurofm.encoder' 1 (no config checksum) or 2, patch geometry in the model config."""
+    from neurofm.models.checkpoint import _config_sha256
+
     config = json.loads((path / "config.json").read_text())
-    del config["config_sha256"]
-    config["format_version"] = 1
+    recipe = config["recipe"]
+    patch_len = round(recipe["sfreq"] * recipe["patch_seconds"]) if recipe["modality"] == "eeg" \
+        else recipe["patch_trs"]  # fmt: skip
+    seconds = recipe["patch_seconds"] if recipe["modality"] == "eeg" else patch_len * recipe["t_r"]
+    del config["architecture"], config["config_sha256"]
+    config.update(format="neurofm.encoder", format_version=version)
+    config["model"].update({"patch_len": patch_len, "patch_seconds": seconds, **model_changes})
+    if version >= 2:
+        config["config_sha256"] = _config_sha256(config)
     (path / "config.json").write_text(json.dumps(config, indent=2))
+    return config
+
+
+def test_format_1_and_2_checkpoints_still_load(tmp_path, tiny):
+    # issue 12, item 1: checkpoints saved before the config checksum stay readable;
+    # issue 13: format 1-2 (encoders only, geometry in the model config) migrate to 3
+    from neurofm.models.checkpoint import FORMAT_VERSION, read_config
+
+    path = tiny.save_pretrained(tmp_path / "ckpt")
+    legacy_checkpoint(path, 1)
     with pytest.warns(FileFormatWarning, match="save the model again"):
         loaded = load_model(path)
     assert torch.equal(loaded.norm.weight, tiny.norm.weight)
-    config["format_version"] = 3
+    assert loaded.config == tiny.config and loaded.recipe == tiny.recipe
+    legacy_checkpoint(tiny.save_pretrained(path), 2)
+    config = read_config(path)
+    assert config["architecture"] == "encoder" and "patch_len" not in config["model"]
+    assert load_model(path).config == tiny.config
+    config = json.loads((tiny.save_pretrained(path) / "config.json").read_text())
+    assert config["format"] == "neurofm" and config["architecture"] == "encoder"
+    config["format_version"] = FORMAT_VERSION + 1
     (path / "config.json").write_text(json.dumps(config, indent=2))
     with pytest.raises(CheckpointError, match="upgrade neurofm"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("key,value", [("patch_len", 100), ("patch_seconds", 0.5)])
+def test_old_checkpoint_contradicting_its_recipe_is_refused(tmp_path, tiny, key, value):
+    # issue 13: an old config.json whose geometry disagrees with its recipe names both values
+    path = tiny.save_pretrained(tmp_path / "ckpt")
+    legacy_checkpoint(path, 2, **{key: value})
+    ours = tiny.recipe.patch_len if key == "patch_len" else tiny.recipe.patch_seconds
+    with pytest.raises(CheckpointError, match=rf"says {key}={value}\b.*recipe makes {key}={ours}"):
         load_model(path)
 
 
@@ -730,8 +768,8 @@ def test_sample_recording_end_to_end_and_training_step(tiny):
 
     model = create_model("eeg-tiny", drop_path=0.1)
     model.train()
-    hide = torch.rand(tokens[:4].mask.shape) < 0.5
-    loss = model(tokens[:4], hide=hide).tokens.pow(2).mean()
+    hidden = torch.rand(tokens[:4].mask.shape) < 0.5
+    loss = model(tokens[:4], hidden=hidden).tokens.pow(2).mean()
     loss.backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None]
     assert no_grad == []
@@ -759,7 +797,7 @@ def test_bench_script_runs(tmp_path):
 def test_cuda_kernels_fall_back_to_sdpa(tiny, impl, caplog, monkeypatch):
     """Where flash-attn or FlexAttention cannot apply (here: CPU, fp32, padding) results
     equal SDPA's, and the log says why, once."""
-    from neurofm.models import attention
+    from neurofm.models.layers import attention
 
     monkeypatch.setattr(attention, "_warned", set())  # as in a fresh process
     model = create_model("eeg-tiny", impl=impl).eval()
@@ -772,26 +810,61 @@ def test_cuda_kernels_fall_back_to_sdpa(tiny, impl, caplog, monkeypatch):
     assert len(said) == 1 and repr(impl) in said[0], said
 
 
+def _compile_raising(monkeypatch, error):
+    """torch.compile whose compiled function raises ``error`` at every call (counted)."""
+    calls = []
+
+    def compile_(fn, **kwargs):
+        def compiled(*args, **kw):
+            calls.append(1)
+            raise error
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", compile_)
+    return calls
+
+
 def test_compile_matches_eager_and_falls_back(monkeypatch, caplog):
+    from torch._dynamo.exc import BackendCompilerFailed
+
     torch.manual_seed(0)
     eager = create_model("eeg-tiny", depth=1).eval()
     tokens = make_tokens(CHB[:3])
     with torch.no_grad():
         expected = eager(tokens).pooled
-
-    def broken(fn, **kwargs):
-        def fail(*args, **kw):
-            raise RuntimeError("no C++ compiler")
-
-        return fail
-
-    monkeypatch.setattr(torch, "compile", broken)
+    failed = BackendCompilerFailed(lambda *a: None, RuntimeError("no C++ compiler"), None)
+    calls = _compile_raising(monkeypatch, failed)
     model = create_model("eeg-tiny", depth=1).eval()
     model.load_state_dict(eager.state_dict())
     model.compile()
     with torch.no_grad(), caplog.at_level("WARNING", logger="neurofm"):
         torch.testing.assert_close(model(tokens).pooled, expected)
-    assert "running eagerly" in caplog.text
+        torch.testing.assert_close(model(tokens).pooled, expected)
+    assert "running eagerly" in caplog.text and "no C++ compiler" in caplog.text
+    assert len(calls) == 1  # compilation is not retried
+
+
+@pytest.mark.parametrize(
+    "error",
+    [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+     RuntimeError("mat1 and mat2 shapes cannot be multiplied"), "oom-while-compiling"],
+)  # fmt: skip
+def test_compile_fallback_is_for_compile_errors_only(monkeypatch, caplog, error):
+    """Out of memory (also when a backend failure wraps it) and ordinary runtime errors
+    are raised as they are, and the compiled blocks are used again on the next call."""
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    if error == "oom-while-compiling":  # e.g. inductor's autotuning ran out of memory
+        error = BackendCompilerFailed(lambda *a: None, torch.OutOfMemoryError("autotune"), None)
+    calls = _compile_raising(monkeypatch, error)
+    model = create_model("eeg-tiny", depth=1).eval().compile()
+    tokens = make_tokens(CHB[:3])
+    with torch.no_grad(), caplog.at_level("WARNING", logger="neurofm"):
+        for _ in range(2):
+            with pytest.raises(type(error)):
+                model(tokens)
+    assert len(calls) == 2 and "running eagerly" not in caplog.text
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ from neurofm.tokens import Tokens
 torch.manual_seed(0)
 MODEL = create_model("eeg-tiny").eval()
 VOCAB = MODEL.config.vocab_size
-P = MODEL.config.patch_len
+P = MODEL.recipe.patch_len
 
 # ---------------------------------------------------------------------- Tokens
 FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)

@@ -1,36 +1,55 @@
-"""Models: the spatio-temporal encoder, its building blocks, registry and weight import.
+"""Models: the spatio-temporal encoder, its layers, the registry, checkpoints and imports.
 
->>> model = neurofm.models.create_model("eeg-base")        # LaBraM-base geometry
+>>> model = neurofm.models.create_model("eeg-base")        # an architecture, random weights
 >>> model = neurofm.models.from_labram("labram-base.pth")  # LaBraM's weights
 >>> model = neurofm.load_model("runs/my-model")            # config.json + model.safetensors
+
+- :mod:`.layers`: attention, norm, mlp, block, embeddings (one kind of layer each)
+- :mod:`.encoder`: the encoder's wiring; registers the ``encoder`` architecture and sizes
+- :mod:`.registry`: architectures, model sizes (:func:`list_models`), weights (:func:`list_weights`)
+- :mod:`.checkpoint`: ``config.json`` + ``model.safetensors``, architecture-keyed
+- :mod:`.hub`: the Hugging Face Hub; :mod:`.convert`: LaBraM weights
 """
 
-from .attention import Attention, attend
+from . import attention, embeddings  # noqa: F401  (the old module paths, as attributes too)
+from .checkpoint import load_model, load_weights, push_to_hub, read_config, save_model
 from .convert import from_labram
-from .encoder import Block, Encoder, EncoderConfig, EncoderOutput
+from .encoder import Encoder, EncoderConfig, EncoderOutput
+from .layers import Attention, Block, attend
 from .registry import (
     MODELS,
+    WEIGHTS,
+    Weights,
     create_model,
     list_models,
-    load_model,
+    list_weights,
     model_config,
-    push_to_hub,
-    save_model,
+    register_architecture,
+    register_model,
+    register_weights,
 )
 
 __all__ = [
     "MODELS",
+    "WEIGHTS",
     "Attention",
     "Block",
     "Encoder",
     "EncoderConfig",
     "EncoderOutput",
+    "Weights",
     "attend",
     "create_model",
     "from_labram",
     "list_models",
+    "list_weights",
     "load_model",
+    "load_weights",
     "model_config",
     "push_to_hub",
+    "read_config",
+    "register_architecture",
+    "register_model",
+    "register_weights",
     "save_model",
 ]

@@ -31,6 +31,7 @@ import torch
 from ..channels import eeg_vocabulary, map_channels
 from ..errors import CheckpointError, NeurofmError, logger, validate_type
 from .encoder import Encoder, EncoderConfig
+from .registry import Weights, register_weights
 
 #: LaBraM's channel list (its ``utils.standard_1020``; braindecode's LABRAM_CHANNEL_ORDER)
 LABRAM_CHANNELS = (
@@ -143,7 +144,7 @@ def _normalise(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
     return state, layout
 
 
-def from_labram(source, *, heads: int | None = None, patch_len: int = 200, recipe=None,
+def from_labram(source, *, heads: int | None = None, recipe=None,
                 name: str | None = None) -> Encoder:  # fmt: skip
     """An :class:`Encoder` holding LaBraM weights.
 
@@ -155,8 +156,9 @@ def from_labram(source, *, heads: int | None = None, patch_len: int = 200, recip
     heads : int | None
         Attention heads; read from the QK-norm size when present, else LaBraM's for the
         width (base 10, large 16, huge 16).
-    patch_len : int
-        Samples per patch (LaBraM: 200 = 1 s at 200 Hz).
+    recipe : Recipe | None
+        The recipe the weights were trained with (default ``Recipe()``: 200 Hz, 1 s
+        patches of 200 samples, as LaBraM); the one source of patch geometry.
 
     Returns
     -------
@@ -179,16 +181,13 @@ def from_labram(source, *, heads: int | None = None, patch_len: int = 200, recip
     conv_c = state["patch_embed.conv1.weight"].shape[0]
     config = EncoderConfig(
         name=name or f"labram-{_SIZE_NAMES.get(dim, dim)}", modality="eeg", dim=dim,
-        depth=depth, heads=heads, patch_len=patch_len, patch_seconds=1.0,
-        patch_embed="conv", conv_channels=conv_c, conv_norm="sample",
+        depth=depth, heads=heads, patch_embed="conv", conv_channels=conv_c, conv_norm="sample",
         coord_frequencies=0, time_embed="table", time_rows=time_rows,
         qkv_bias="blocks.0.attn.q_bias" in state, qk_norm=qk_norm,
         layer_scale=0.1 if "blocks.0.gamma_1" in state else None,
         cls_token=True, pooling=pooling, attention="full",
     )  # fmt: skip
-    from .registry import default_recipe
-
-    model = Encoder(config, recipe=recipe or default_recipe(config))
+    model = Encoder(config, recipe=recipe)
 
     new = {}
     ignored = []
@@ -238,3 +237,15 @@ def from_labram(source, *, heads: int | None = None, patch_len: int = 200, recip
         dropped, ignored,
     )  # fmt: skip
     return model
+
+
+register_weights(Weights(
+    "labram-base", model="eeg-base", importer="from_labram",
+    source="https://github.com/935963004/LaBraM/raw/main/checkpoints/labram-base.pth",
+    card="LaBraM-base (Jiang, Zhao and Lu, 'Large Brain Model for Learning Generic "
+    "Representations with Tremendous EEG Data in BCI', ICLR 2024): the eeg-base geometry "
+    "(d=200, 12 layers, 10 heads) pretrained by masked EEG modelling on about 2,500 hours "
+    "of EEG from about 20 datasets; 200 Hz, 1 s patches, a learned table of 16 patch times "
+    "and of 128 channel names (110 map onto neurofm's vocabulary), no coordinate embedding. "
+    "Code and weights: github.com/935963004/LaBraM",
+))  # fmt: skip

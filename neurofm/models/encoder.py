@@ -2,13 +2,20 @@
 
 ::
 
-    Tokens (B, S, N, P) ─► patch embed ─► + space(space, pos) + time(t) ─► [CLS] +
-        ─► blocks (pre-norm attention + MLP, layer scale) ─► norm ─► EncoderOutput
+    Tokens (B, S, N, P) ─► patch embed ─► [MASK] where hidden ─► + space(space, pos) + time(t)
+        ─► [CLS] + visible tokens ─► blocks (pre-norm attention + MLP) ─► norm ─► EncoderOutput
 
 ``attention="full"`` attends over all S x N tokens at once (LaBraM); ``"divided"`` attends
 over space within each time patch, then over time within each unit, so a block costs
 S N (S + N) instead of (S N)^2. Padded tokens (``Tokens.mask`` False) are never attended
 to, so one batch can mix montages and window lengths.
+
+Patch geometry (samples per patch, seconds per patch) has one source: the model's
+``recipe`` (:class:`~neurofm.Recipe` or :class:`~neurofm.FMRIRecipe`); the config holds
+none. Masked modelling withholds real tokens in two ways, never called *mask*, which
+``Tokens`` keeps for "real, not padding": ``hidden`` tokens are replaced by a learned
+[MASK] embedding (BEiT, LaBraM); ``dropped`` tokens are removed from the input (MAE,
+BrainLM).
 """
 
 from __future__ import annotations
@@ -18,21 +25,32 @@ from typing import Literal
 
 import torch
 from einops import rearrange
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from torch import nn
 
 from ..channels import eeg_vocabulary
-from ..config import StrictConfig
-from ..errors import NeurofmError, SignalError, logger
+from ..config import StrictConfig, config_problems
+from ..errors import ConfigError, NeurofmError, SignalError, warn
+from ..preprocess.recipe import EEGRecipe, FMRIRecipe, as_recipe, recipe_from_dict
 from ..tokens import Tokens
-from .attention import Attention
-from .embeddings import (
+from .checkpoint import Pretrained
+from .layers import (
+    Block,
+    CompiledOrEager,
     ConvPatchEmbed,
     LinearPatchEmbed,
+    Mlp,
     SpatialEmbedding,
     TimeEmbedding,
     conv_out_len,
+    plain_cpu,
 )
+from .registry import register_architecture, register_model
+
+__all__ = ["Block", "Encoder", "EncoderConfig", "EncoderOutput", "Mlp"]
+
+#: keys that describe patch geometry: the recipe's, never a model config's
+GEOMETRY = ("patch_len", "patch_seconds")
 
 #: how errors name things, by modality: EEG channels and samples, fMRI parcels and TRs
 _WORDS = {
@@ -42,6 +60,7 @@ _WORDS = {
         place="Drop the channel (picks=...), or give its position (read_eeg(..., "
         "positions=...)) to a model with coord_frequencies > 0 (an imported LaBraM table "
         "holds 128 names and no coordinates)",
+        recipe="neurofm.Recipe(sfreq=..., patch_seconds=...)",
     ),
     "fmri": dict(
         unit="parcel", samples="TRs", tokenize="neurofm.tokenize_fmri(series, model.recipe)",
@@ -50,12 +69,28 @@ _WORDS = {
         place="This model places parcels by their centroid: read the table with its atlas "
         "(read_fmri(..., atlas=...)) or give centroids with coords= (parcels x 3, MNI mm), or "
         "drop the parcel",
+        recipe="neurofm.FMRIRecipe(t_r=..., patch_trs=...)",
     ),
 }  # fmt: skip
 
 
+def geometry_problem(given: dict) -> str:
+    """The message for patch-geometry keys given to a model config."""
+    keys = ", ".join(f"{k}={v!r}" for k, v in given.items())
+    verb = "is not a model setting" if len(given) == 1 else "are not model settings"
+    return (
+        f"{keys} {verb}: patch geometry comes from the recipe alone. Pass one: "
+        "create_model(name, recipe=neurofm.Recipe(sfreq=..., patch_seconds=...)) for EEG, "
+        "or recipe=neurofm.FMRIRecipe(t_r=..., patch_trs=...) for fMRI"
+    )
+
+
 class EncoderConfig(StrictConfig):
-    """Everything that shapes an encoder; saved as ``config.json`` in checkpoints."""
+    """Everything that shapes an encoder but its patches; saved in ``config.json``.
+
+    Patch geometry is not here: the encoder takes it from its recipe
+    (``recipe.patch_len``, ``recipe.patch_seconds``).
+    """
 
     name: str = "custom"
     modality: Literal["eeg", "fmri"] = "eeg"
@@ -63,8 +98,6 @@ class EncoderConfig(StrictConfig):
     depth: int = Field(12, gt=0)
     heads: int = Field(10, gt=0)
     mlp_ratio: float = Field(4.0, gt=0)
-    patch_len: int = Field(200, gt=0, description="samples (EEG) or TRs (fMRI) per patch")
-    patch_seconds: float = Field(1.0, gt=0, description="seconds per patch (time embedding)")
     patch_embed: Literal["conv", "linear"] = "conv"
     conv_channels: int | None = Field(None, description="None: dim // conv output length")
     conv_groups: int = 4
@@ -87,6 +120,21 @@ class EncoderConfig(StrictConfig):
     attn_dropout: float = Field(0.0, ge=0, lt=1)
     drop_path: float = Field(0.0, ge=0, lt=1)
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _no_geometry(cls, data, handler):
+        """``patch_len``/``patch_seconds`` are refused with the fix (pass a recipe)."""
+        given = [k for k in GEOMETRY if isinstance(data, dict) and k in data]
+        if not given:
+            return handler(data)
+        lines = [geometry_problem({k: data[k] for k in given})]
+        rest = {k: v for k, v in data.items() if k not in given}
+        try:
+            handler(rest)
+        except ValidationError as err:
+            lines += config_problems(err, rest)
+        raise ValueError("\n".join(lines))
+
     @model_validator(mode="after")
     def _check(self):
         if self.dim % self.heads:
@@ -98,13 +146,6 @@ class EncoderConfig(StrictConfig):
             )
         if self.pooling == "cls" and not self.cls_token:
             raise ValueError("pooling='cls' needs cls_token=True; or use pooling='mean'")
-        if self.patch_embed == "conv" and self.conv_channels is None:
-            T = conv_out_len(self.patch_len)
-            if self.dim % T:
-                raise ValueError(
-                    f"dim={self.dim} is not a multiple of the conv output length {T} "
-                    f"(patch_len={self.patch_len}): set conv_channels to add a projection"
-                )
         return self
 
 
@@ -112,143 +153,36 @@ class EncoderConfig(StrictConfig):
 class EncoderOutput:
     """Encoder features.
 
-    tokens : (B, S, N, dim)  one vector per token, after the final norm
-    pooled : (B, dim)        one vector per window (``pooling``: [CLS] or mean of real tokens)
-    mask   : (B, S, N)       the input's real-token mask (padding's features are meaningless)
-    cls    : (B, dim) | None the [CLS] token after the final norm
+    tokens  : (B, S, N, dim)  one vector per token, after the final norm (zeros where dropped)
+    pooled  : (B, dim)        one vector per window (``pooling``: [CLS] or mean of visible tokens)
+    mask    : (B, S, N)       the input's real-token mask (padding's features are meaningless)
+    cls     : (B, dim) | None the [CLS] token after the final norm
+    visible : (B, S, N)       real tokens the encoder saw: ``mask`` without ``dropped``
+    hidden  : (B, S, N) | None real tokens replaced by [MASK]: ``hidden & mask``
     """
 
     tokens: torch.Tensor
     pooled: torch.Tensor
     mask: torch.Tensor
     cls: torch.Tensor | None = None
+    visible: torch.Tensor | None = None
+    hidden: torch.Tensor | None = None
 
 
-def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: drop a whole residual branch per sample."""
-    if not training or p == 0.0:
-        return x
-    keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - p)
-    return x * keep / (1 - p)
-
-
-class Mlp(nn.Sequential):
-    """fc1 -> GELU -> fc2 over row blocks whose hidden activations stay near ``chunk_bytes``.
-
-    The hidden layer is 4x the width: for a whole batch it is tens of MB per call, which
-    glibc serves as fresh zeroed pages every time (allocations above its 32 MB mmap
-    ceiling), so page faults and cache misses cost as much as the matmuls. Row blocks
-    give identical results (each row is independent) and stay in recycled, cached memory.
-    """
-
-    chunk_bytes = 8 << 20
-
-    def __init__(self, dim: int, hidden: int, dropout: float = 0.0):
-        super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim),
-                         nn.Dropout(dropout))  # fmt: skip
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = max(256, self.chunk_bytes // (self[0].out_features * x.element_size()))
-        flat = x.reshape(-1, x.shape[-1])
-        if flat.shape[0] <= rows:
-            return self[3](self._mlp(x))
-        out = torch.cat([self._mlp(part) for part in flat.split(rows)])
-        return self[3](out.view(*x.shape[:-1], out.shape[-1]))
-
-    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
-        fc1, act, fc2, _ = self
-        h = fc1(x)
-        if torch.is_grad_enabled() or type(act) is not nn.GELU:
-            return fc2(act(h))
-        return fc2(torch.ops.aten.gelu_(h, approximate=act.approximate))  # no second buffer
-
-
-class Block(nn.Module):
-    """Pre-norm Transformer block with layer scale.
-
-    Full: ``x`` (B, L, dim), ``key_mask`` (B, L). Divided: ``x`` (B, S, N, dim),
-    ``key_mask`` (B, S, N); space attention within each patch, then time attention
-    within each unit (its own weights: ``time_attn``), then the MLP.
-    """
-
-    def __init__(self, cfg: EncoderConfig, drop_path_p: float = 0.0):
-        super().__init__()
-        d, eps = cfg.dim, cfg.norm_eps
-
-        def attention():
-            return Attention(d, cfg.heads, qkv_bias=cfg.qkv_bias, qk_norm=cfg.qk_norm,
-                             attn_drop=cfg.attn_dropout, proj_drop=cfg.dropout,
-                             pad_head_dim=cfg.pad_head_dim, impl=cfg.impl, norm_eps=eps)  # fmt: skip
-
-        def scale():
-            return (
-                None if cfg.layer_scale is None else nn.Parameter(torch.full((d,), cfg.layer_scale))
-            )
-
-        self.divided = cfg.attention == "divided"
-        self.drop_path = drop_path_p
-        self.norm1, self.attn, self.gamma_1 = nn.LayerNorm(d, eps=eps), attention(), scale()
-        if self.divided:
-            self.norm_t, self.time_attn, self.gamma_t = (
-                nn.LayerNorm(d, eps=eps),
-                attention(),
-                scale(),
-            )
-        self.norm2, self.gamma_2 = nn.LayerNorm(d, eps=eps), scale()
-        self.mlp = Mlp(d, int(d * cfg.mlp_ratio), cfg.dropout)
-
-    def _residual(self, x, y, gamma):
-        if self.training and self.drop_path:
-            return x + drop_path(y if gamma is None else gamma * y, self.drop_path, True)
-        return x + y if gamma is None else torch.addcmul(x, gamma, y)  # one pass, no temporary
-
-    def _attend(self, x, key_mask, norm, attn, gamma, pattern: str | None):
-        if pattern is None:
-            return self._residual(x, attn(norm(x), key_mask), gamma)
-        grid, rows = pattern.split(" -> ")
-        sizes = dict(zip("bsn", x.shape[:3], strict=False))
-        y = rearrange(x, f"{grid} d -> {rows} d")
-        m = None if key_mask is None else rearrange(key_mask, f"{grid} -> {rows}")
-        y = rearrange(attn(norm(y), m), f"{rows} d -> {grid} d", **sizes)
-        return self._residual(x, y, gamma)
-
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        if self.divided:
-            x = self._attend(x, key_mask, self.norm1, self.attn, self.gamma_1, "b s n -> (b n) s")
-            x = self._attend(x, key_mask, self.norm_t, self.time_attn, self.gamma_t,
-                             "b s n -> (b s) n")  # fmt: skip
-        else:
-            x = self._attend(x, key_mask, self.norm1, self.attn, self.gamma_1, None)
-        return self._residual(x, self.mlp(self.norm2(x)), self.gamma_2)
-
-
-class _CompiledForward:
-    """A compiled callable that reverts to the eager one when compilation fails."""
-
-    def __init__(self, eager, kwargs):
-        self.eager, self.compiled = eager, None
-        try:
-            self.compiled = torch.compile(eager, **kwargs)
-        except Exception as err:  # e.g. an unknown backend
-            logger.warning("torch.compile unavailable (%s); running eagerly", err)
-
-    def __call__(self, *args, **kwargs):
-        if self.compiled is not None:
-            try:
-                return self.compiled(*args, **kwargs)
-            except Exception as err:  # the first call is where inductor builds kernels
-                logger.warning("torch.compile failed (%s: %s); running eagerly",
-                               type(err).__name__, str(err)[:200])  # fmt: skip
-                self.compiled = None
-        return self.eager(*args, **kwargs)
-
-
-class Encoder(nn.Module):
+class Encoder(Pretrained, nn.Module):
     """Spatio-temporal Transformer over :class:`~neurofm.Tokens` (EEG or fMRI).
 
     Build one by name with :func:`neurofm.models.create_model`, load a checkpoint with
     :func:`neurofm.load_model`, or import LaBraM weights with
     :func:`neurofm.models.from_labram`.
+
+    Parameters
+    ----------
+    config : EncoderConfig | dict | None
+        Sizes and options (no patch geometry).
+    recipe : Recipe | FMRIRecipe | dict | None
+        The one source of patch geometry (``recipe.patch_len`` samples or TRs of
+        ``recipe.patch_seconds``); None: the modality's default recipe.
 
     Examples
     --------
@@ -257,7 +191,7 @@ class Encoder(nn.Module):
     >>> out.pooled.shape          # (windows, dim)
     """
 
-    #: tokens per group when encoding without autograd (see :meth:`forward`); 0: one group
+    #: tokens per group when encoding on the CPU without autograd (see :meth:`forward`)
     inference_tokens = 2048
 
     def __init__(self, config: EncoderConfig | dict | None = None, recipe=None, **overrides):
@@ -265,27 +199,56 @@ class Encoder(nn.Module):
         config = EncoderConfig(**config) if isinstance(config, dict) else config or EncoderConfig()
         if overrides:
             config = config.replace(**overrides)
-        self.config, self.recipe = config, recipe
         c = config
+        recipe = _recipe_for(c, recipe)
+        P = recipe.patch_len
+        if c.patch_embed == "conv" and c.conv_channels is None and c.dim % conv_out_len(P):
+            raise ConfigError(
+                f"dim={c.dim} is not a multiple of the conv output length {conv_out_len(P)} "
+                f"(the recipe's patch_len={P}): set conv_channels to add a projection, or "
+                "pick another dim"
+            )
+        self.config, self._patch_len, self._recipe = c, P, recipe
         if c.patch_embed == "conv":
-            self.patch_embed = ConvPatchEmbed(c.patch_len, c.dim, c.conv_channels, c.conv_groups,
-                                              c.conv_norm)  # fmt: skip
+            self.patch_embed = ConvPatchEmbed(P, c.dim, c.conv_channels, c.conv_groups, c.conv_norm)
         else:
-            self.patch_embed = LinearPatchEmbed(c.patch_len, c.dim)
+            self.patch_embed = LinearPatchEmbed(P, c.dim)
         self.space_embed = SpatialEmbedding(c.vocab_size, c.dim, c.coord_frequencies)
-        self.time_embed = TimeEmbedding(c.dim, c.patch_seconds, c.time_embed, c.time_rows,
-                                        c.time_frequencies)  # fmt: skip
+        self.time_embed = TimeEmbedding(c.dim, c.time_embed, c.time_rows, c.time_frequencies)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim)) if c.cls_token else None
         self.mask_token = nn.Parameter(torch.zeros(c.dim))  # masked modelling's [MASK]
         self.drop = nn.Dropout(c.dropout)
         rates = [c.drop_path * i / max(c.depth - 1, 1) for i in range(c.depth)]  # stochastic depth
-        self.blocks = nn.ModuleList(Block(c, p) for p in rates)
+        self.blocks = nn.ModuleList(
+            Block(c.dim, c.heads, mlp_ratio=c.mlp_ratio, divided=c.attention == "divided",
+                  layer_scale=c.layer_scale, drop_path=p, dropout=c.dropout, norm_eps=c.norm_eps,
+                  qkv_bias=c.qkv_bias, qk_norm=c.qk_norm, attn_drop=c.attn_dropout,
+                  pad_head_dim=c.pad_head_dim, impl=c.impl)
+            for p in rates
+        )  # fmt: skip
         self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps)
         self.init_weights()
 
     @property
     def dim(self) -> int:
         return self.config.dim
+
+    @property
+    def recipe(self) -> EEGRecipe | FMRIRecipe:
+        """The preprocessing recipe, and the model's one source of patch geometry."""
+        return self._recipe
+
+    @recipe.setter
+    def recipe(self, recipe) -> None:
+        recipe = _recipe_for(self.config, recipe)
+        if recipe.patch_len != self._patch_len:
+            w = _WORDS[self.config.modality]
+            raise ConfigError(
+                f"this model's weights take patches of {self._patch_len} {w['samples']}; the "
+                f"new recipe makes patches of {recipe.patch_len}: keep patch_len (change the "
+                "rate and patch_seconds together) or build a new model with that recipe"
+            )
+        self._recipe = recipe
 
     # ------------------------------------------------------------------ init
     @torch.no_grad()
@@ -310,27 +273,44 @@ class Encoder(nn.Module):
             blk.mlp[2].weight.div_((2.0 * i) ** 0.5)
 
     # ------------------------------------------------------------------ checks
-    def check_tokens(self, tokens: Tokens) -> None:
-        """Raise a :class:`NeurofmError` naming the fix when ``tokens`` cannot be encoded.
-
-        :meth:`Tokens.validate` (values) plus what this model needs: patch length, ids in
-        its vocabulary, times it can resolve, every real unit placeable. Reads values (a
-        device sync): the one place to move when validation leaves the training step.
-        """
+    def _check_shapes(self, tokens, hidden, dropped) -> None:
+        """What can be checked without reading values: types, patch length, mask shapes."""
         if not isinstance(tokens, Tokens):
             raise NeurofmError(
                 f"the encoder takes neurofm.Tokens, got {type(tokens).__name__}: build them "
                 "with neurofm.tokenize(recording, model.recipe) or Tokens(x=..., space=..., ...)"
             )
-        tokens.validate()
-        c, w = self.config, _WORDS[self.config.modality]
+        r, w = self.recipe, _WORDS[self.config.modality]
         P = tokens.shape[3]
-        if P != c.patch_len:
+        if P != r.patch_len:
             raise NeurofmError(
-                f"Tokens have patches of {P} {w['samples']} but this {c.modality} model takes "
-                f"{c.patch_len} ({c.patch_seconds:g} s): tokenize with the model's recipe "
-                f"({w['tokenize']})"
+                f"Tokens have patches of {P} {w['samples']} but this {self.config.modality} "
+                f"model takes {r.patch_len} ({r.patch_seconds:g} s): tokenize with the model's "
+                f"recipe ({w['tokenize']})"
             )
+        for name, value in (("hidden", hidden), ("dropped", dropped)):
+            if value is None:
+                continue
+            if not isinstance(value, torch.Tensor) or value.dtype != torch.bool:
+                raise NeurofmError(f"{name} must be a bool tensor (True: {name}), got "
+                                   f"{getattr(value, 'dtype', type(value).__name__)}")  # fmt: skip
+            if value.shape != tokens.mask.shape:
+                raise NeurofmError(
+                    f"{name} has shape {tuple(value.shape)}; it marks tokens, as Tokens.mask "
+                    f"does: {tuple(tokens.mask.shape)}"
+                )
+
+    def check_tokens(self, tokens: Tokens) -> None:
+        """Raise a :class:`NeurofmError` naming the fix when ``tokens`` cannot be encoded.
+
+        :meth:`Tokens.validate` (values) plus what this model needs: patch length, ids in
+        its vocabulary, times it can resolve, every real unit placeable. It reads values
+        (device syncs on an accelerator), so training on one calls it once per batch at
+        the data boundary, on the CPU batch, and the forward pass skips it (``validate``).
+        """
+        self._check_shapes(tokens, None, None)
+        tokens.validate()
+        c, r, w = self.config, self.recipe, _WORDS[self.config.modality]
         space = tokens.space
         if space.numel() and space.max() >= c.vocab_size:
             raise NeurofmError(
@@ -342,12 +322,13 @@ class Encoder(nn.Module):
         if t.dtype != torch.float64 and t.numel():
             latest = t.abs().max().item()
             step = latest * torch.finfo(t.dtype).eps
-            if step > 0.1 * c.patch_seconds:
+            if step > 0.1 * r.patch_seconds:
                 raise SignalError(
                     f"Tokens.t reaches {latest:.6g} s, where {t.dtype} cannot "
-                    f"tell apart times {step:.3g} s apart (patches are {c.patch_seconds:g} s): "
+                    f"tell apart times {step:.3g} s apart (patches are {r.patch_seconds:g} s): "
                     "give times from the recording's start, or as float64"
                 )
+        self.time_embed.check(t, r.patch_seconds, tokens.mask.any(1))
         real = tokens.mask.any(-1)
         lost = real & ~self.space_embed.placeable(space, tokens.pos.float())
         if lost.any():
@@ -362,47 +343,105 @@ class Encoder(nn.Module):
             )
 
     # ------------------------------------------------------------------ forward
-    def embed(self, tokens: Tokens, hide: torch.Tensor | None = None) -> torch.Tensor:
-        """Input embeddings (B, S, N, dim); ``hide`` (B, S, N) swaps patches for [MASK]."""
-        mask = tokens.mask
-        x = torch.where(mask[..., None], tokens.x.to(self.mask_token.dtype), 0.0)
-        h = self.patch_embed(x, None if mask.all() else mask)
-        if hide is not None:
-            h = torch.where(hide[..., None], self.mask_token.to(h.dtype), h)
-        h = h + self.space_embed(tokens.space, tokens.pos.to(h.dtype))[:, :, None]
-        return h + self.time_embed(tokens.t, mask.any(1)).to(h.dtype)[:, None]
+    def embed(self, tokens: Tokens, hidden=None, stats=None) -> torch.Tensor:
+        """Input embeddings (B, S, N, dim): ``hidden`` (B, S, N) patches become [MASK].
 
-    def forward(self, tokens: Tokens, hide: torch.Tensor | None = None) -> EncoderOutput:
-        """Encode a batch. ``hide`` (B, S, N) bool: tokens replaced by [MASK] (pretraining).
-
-        Without autograd (``torch.no_grad``/``inference_mode``) the batch runs in groups of
-        about ``inference_tokens`` tokens (windows are independent, results identical):
-        every activation then stays small enough to be cached and recycled, instead of
-        fresh memory per layer. 0 turns this off.
+        ``stats`` (B, S, N): the tokens whose content the patch embedding's statistics
+        may see (LaBraM's per-sample GroupNorm); None: all.
         """
-        self.check_tokens(tokens)
+        x = torch.where(tokens.mask[..., None], tokens.x.to(self.mask_token.dtype), 0.0)
+        h = self.patch_embed(x, stats)
+        if hidden is not None:
+            h = torch.where(hidden[..., None], self.mask_token.to(h.dtype), h)
+        h = h + self.space_embed(tokens.space, tokens.pos.to(h.dtype))[:, :, None]
+        return h + self.time_embed(tokens.t, self.recipe.patch_seconds).to(h.dtype)[:, None]
+
+    def forward(self, tokens: Tokens, hidden: torch.Tensor | None = None,
+                dropped: torch.Tensor | None = None, *, validate: bool | None = None,
+                hide: torch.Tensor | None = None) -> EncoderOutput:  # fmt: skip
+        """Encode a batch.
+
+        Parameters
+        ----------
+        tokens : Tokens
+            Patches of ``recipe.patch_len`` samples (EEG) or TRs (fMRI).
+        hidden : (B, S, N) bool, optional
+            Real tokens replaced by the learned [MASK] embedding (BEiT, LaBraM); their
+            content reaches nothing, not even the patch embedding's statistics.
+        dropped : (B, S, N) bool, optional
+            Real tokens removed from the encoder's input (MAE, BrainLM): no other token
+            sees them. ``out.visible`` marks the tokens kept, and ``out.tokens`` holds
+            their features in place (zeros elsewhere), ready for a decoder to fill the
+            rest. With full attention the visible tokens run as a shorter sequence (the
+            longest sample's count: one read of the mask).
+        validate : bool, optional
+            Check the tokens' values (:meth:`check_tokens`). None: unless the model is
+            training on an accelerator, where reading values would stall the device
+            (host syncs): there the batch is validated once at the data boundary, on the
+            CPU (``model.check_tokens(batch)`` before ``batch.to(device)``).
+        hide
+            Deprecated name of ``hidden``.
+
+        On the CPU without autograd (``torch.no_grad``/``inference_mode``) the batch runs
+        in groups of about ``inference_tokens`` tokens (windows are independent, results
+        identical): every activation then stays small enough to be cached and recycled,
+        instead of fresh memory per layer. 0 turns this off.
+        """
+        if hide is not None:
+            if hidden is not None:
+                raise NeurofmError("give hidden= only (hide= is its old name)")
+            warn("Encoder.forward(hide=...) is now hidden=...: the old name will go",
+                 FutureWarning)  # fmt: skip
+            hidden = hide
+        self._check_shapes(tokens, hidden, dropped)
+        if validate is None:
+            validate = not self.training or tokens.x.device.type == "cpu"
+        if validate:
+            self.check_tokens(tokens)
         B, S, N, _ = tokens.shape
         group = max(1, self.inference_tokens // (S * N)) if self.inference_tokens else B
-        if torch.is_grad_enabled() or group >= B:
-            return self._forward(tokens, hide)
-        parts = [self._forward(tokens[i : i + group], None if hide is None else hide[i : i + group])
+        grouped = not torch.is_grad_enabled() and plain_cpu(tokens.x, self.norm.weight)
+        if not grouped or group >= B:
+            return self._forward(tokens, hidden, dropped, validate)
+
+        def part(mask, i):
+            return None if mask is None else mask[i : i + group]
+
+        parts = [self._forward(tokens[i : i + group], part(hidden, i), part(dropped, i), True)
                  for i in range(0, B, group)]  # fmt: skip
         names = [f.name for f in fields(EncoderOutput)]
         return EncoderOutput(*(None if getattr(parts[0], n) is None else
                                torch.cat([getattr(p, n) for p in parts]) for n in names))  # fmt: skip
 
-    def _forward(self, tokens: Tokens, hide: torch.Tensor | None) -> EncoderOutput:
+    def _forward(self, tokens: Tokens, hidden, dropped, readable: bool) -> EncoderOutput:
+        """``readable``: masks may be read to take faster paths (no padding: no mask)."""
         B, S, N, _ = tokens.shape
         mask = tokens.mask
-        h = self.embed(tokens, hide)
-        key = None if mask.all() else mask
+        hidden = None if hidden is None else hidden & mask
+        visible = mask if dropped is None else mask & ~dropped
+        readable = readable or visible.device.type == "cpu"  # a host read, not a device sync
+
+        def unless_all(m):
+            return None if readable and bool(m.all()) else m
+
+        seen = visible if hidden is None else visible & ~hidden
+        h = self.embed(tokens, hidden, unless_all(seen))
+        key = unless_all(visible)
         if self.config.attention == "divided":
             h = self.drop(h)
             for blk in self.blocks:
                 h = blk(h, key)
-            return self._pool(h, mask, None)
+            return self._output(h, tokens.mask, visible, hidden, None, dropped is not None)
         seq = rearrange(h, "b s n d -> b (s n) d")
         key = None if key is None else rearrange(key, "b s n -> b (s n)")
+        index = None
+        if dropped is not None:  # visible tokens first, in grid order; then padding
+            keep = rearrange(visible, "b s n -> b (s n)")
+            longest = int(keep.sum(-1).amax()) if keep.numel() else 0
+            index = torch.argsort(keep.to(torch.uint8), dim=1, descending=True, stable=True)
+            index = index[:, :longest]
+            seq = seq.gather(1, index[..., None].expand(-1, -1, seq.shape[-1]))
+            key = keep.gather(1, index)
         if self.cls_token is not None:
             seq = torch.cat([self.cls_token.expand(B, -1, -1).to(seq.dtype), seq], dim=1)
             key = None if key is None else torch.cat([key.new_ones(B, 1), key], dim=1)
@@ -412,17 +451,25 @@ class Encoder(nn.Module):
         cls = None
         if self.cls_token is not None:
             cls, seq = seq[:, 0], seq[:, 1:]
-        return self._pool(rearrange(seq, "b (s n) d -> b s n d", s=S), mask, cls)
+        if index is not None:  # back to the grid; the dropped tokens' rows stay zero
+            seq = seq.new_zeros(B, S * N, seq.shape[-1]).scatter(
+                1, index[..., None].expand(-1, -1, seq.shape[-1]), seq
+            )
+        h = rearrange(seq, "b (s n) d -> b s n d", s=S)
+        return self._output(h, tokens.mask, visible, hidden, cls, index is not None)
 
-    def _pool(self, h, mask, cls) -> EncoderOutput:
+    def _output(self, h, mask, visible, hidden, cls, dropped: bool) -> EncoderOutput:
         tokens = self.norm(h)
+        if dropped:
+            tokens = torch.where(visible[..., None], tokens, 0.0)
         cls = None if cls is None else self.norm(cls)
         if self.config.pooling == "cls":
             pooled = cls
         else:
-            w = mask[..., None].to(h.dtype)
+            w = visible[..., None].to(h.dtype)
             pooled = self.norm((h * w).sum((1, 2)) / w.sum((1, 2)).clamp(min=1))
-        return EncoderOutput(tokens=tokens, pooled=pooled, mask=mask, cls=cls)
+        return EncoderOutput(tokens=tokens, pooled=pooled, mask=mask, cls=cls, visible=visible,
+                             hidden=hidden)  # fmt: skip
 
     # ------------------------------------------------------------------ utilities
     def resize_time_table(self, rows: int) -> Encoder:
@@ -431,39 +478,17 @@ class Encoder(nn.Module):
         self.config = self.config.replace(time_rows=rows)
         return self
 
-    def save_pretrained(self, path, **kwargs):
-        """Write ``config.json`` + ``model.safetensors`` (see :func:`save_model`)."""
-        from .registry import save_model
-
-        return save_model(self, path, **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, source, **kwargs) -> Encoder:
-        """A folder, a registered name or ``'hf://owner/repo'`` (see :func:`load_model`)."""
-        from .registry import load_model
-
-        return load_model(source, **kwargs)
-
-    def push_to_hub(self, repo_id: str, **kwargs) -> str:
-        from .registry import push_to_hub
-
-        return push_to_hub(self, repo_id, **kwargs)
-
-    def load_weights(self, state: dict, source: str = "state dict") -> Encoder:
-        """Copy a state dict in; mismatches are named with the config difference behind them."""
-        from .registry import load_weights
-
-        return load_weights(self, state, source=source)
-
     def compile(self, **kwargs) -> Encoder:
         """Run the transformer blocks through ``torch.compile``, falling back to eager.
 
-        Compilation happens at the first call; if it fails there (no C++ compiler, an
-        unsupported backend) the blocks run eagerly and the reason is logged once.
+        Compilation happens at the first call; if the compiler fails there (no C++
+        compiler, an unsupported backend, a kernel that cannot be built) the blocks run
+        eagerly and the reason is logged once. Other errors (out of memory, bad input)
+        are raised as they are, and compilation stays on.
         ``kwargs`` go to ``torch.compile`` (``mode=``, ``backend=``, ``dynamic=``).
         """
         for blk in self.blocks:
-            blk.forward = _CompiledForward(blk.forward, kwargs)
+            blk.forward = CompiledOrEager(blk.forward, **kwargs)
         return self
 
     def num_params(self) -> int:
@@ -484,6 +509,35 @@ class Encoder(nn.Module):
         embed = 0
         if c.patch_embed == "conv":
             conv = self.patch_embed
-            T, C = conv_out_len(c.patch_len), conv.conv1.out_channels
+            T, C = conv_out_len(self.recipe.patch_len), conv.conv1.out_channels
             embed = 2 * T * C * (15 + 2 * 3 * C) * n_units * n_patches
         return float(blocks + embed)
+
+
+def _recipe_for(config: EncoderConfig, recipe) -> EEGRecipe | FMRIRecipe:
+    """The recipe of a model of ``config``'s modality (None: that modality's defaults)."""
+    if recipe is None:
+        return as_recipe(None, config.modality)
+    recipe = recipe_from_dict(recipe)
+    if recipe.modality != config.modality:
+        raise ConfigError(
+            f"a {config.modality} model ({config.name}) cannot take a {recipe.modality} recipe: "
+            f"give it a {_WORDS[config.modality]['recipe']}"
+        )
+    return recipe
+
+
+register_architecture("encoder", Encoder, EncoderConfig)
+
+_EEG = dict(modality="eeg", patch_embed="conv")  # the default Recipe: 1 s patches at 200 Hz
+_FMRI = dict(modality="fmri", patch_embed="linear", vocab_size=2, coord_frequencies=8)
+# EEG: LaBraM's sizes (embed dim, depth, heads); conv channels = dim / 25
+register_model("eeg-tiny", "encoder", **_EEG, dim=100, depth=2, heads=5)
+register_model("eeg-base", "encoder", **_EEG, dim=200, depth=12, heads=10)
+register_model("eeg-large", "encoder", **_EEG, dim=400, depth=24, heads=16)
+register_model("eeg-huge", "encoder", **_EEG, dim=800, depth=48, heads=16)
+# fMRI: parcels x patches of 20 TRs (the default FMRIRecipe, BrainLM's patching), placed
+# by centroid (no names: vocab_size 2 holds PAD and UNK only)
+register_model("fmri-tiny", "encoder", **_FMRI, dim=64, depth=2, heads=4)
+register_model("fmri-base", "encoder", **_FMRI, dim=256, depth=8, heads=8)
+register_model("fmri-large", "encoder", **_FMRI, dim=768, depth=12, heads=12)
