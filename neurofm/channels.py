@@ -380,5 +380,127 @@ def positions(names, vocab: Vocabulary | None = None) -> np.ndarray:
     return out
 
 
+@lru_cache(maxsize=1)
+def template_head_t():
+    """The Colin27 10-05 template's MRI(=MNI, m) -> head transform, and its fiducials in head."""
+    import mne
+
+    template = mne.channels.make_standard_montage("colin27_1005")
+    mri_head = mne.channels.compute_native_head_t(template)
+    fid = template.get_positions()
+    return mri_head, {
+        k: mne.transforms.apply_trans(mri_head, fid[k]) for k in ("nasion", "lpa", "rpa")
+    }
+
+
+# --------------------------------------------------------------------------- channel table
+CHANNEL_TABLE_KEY = "neurofm.channels"  # where ChannelTable.attach keeps it: raw.info["temp"]
+
+
+@dataclass(frozen=True)
+class ChannelTable:
+    """The space units of a recording as the model sees them: one row per channel.
+
+    ``kinds[i]`` is what :func:`map_channels` decided for ``names[i]``: ``'electrode'`` or
+    ``'bipolar'`` (a canonical name: its vocabulary id and template position), ``'other'``
+    (a kept non-EEG channel, or a name the table never saw: looked up by name) or
+    ``'unknown'``. An unknown channel gets
+    the ``UNK`` id and no template position, whatever its name looks like: a BioSemi
+    ``'A1'`` is not the ear electrode, a depth contact ``'T1'`` not the scalp one; the model
+    places it by the recording's own position (``montage=``, ``positions=``, the file).
+
+    :func:`~neurofm.read_eeg` builds the table from its :class:`ChannelReport` and attaches
+    it to the Raw it returns (:meth:`attach`; read it back with :meth:`of`). It is kept in
+    ``raw.info["temp"]``, MNE's place for data of other programs: it follows the Raw
+    through ``copy``, ``pick`` and ``crop`` but not through a file, so a saved and re-read
+    Raw goes through ``read_eeg`` again. ``neurofm.tokenize(raw, channels=table)`` takes
+    one explicitly.
+    """
+
+    names: tuple[str, ...]
+    kinds: tuple[str, ...]
+
+    def __post_init__(self):
+        if len(self.names) != len(self.kinds):
+            raise ValueError(f"{len(self.names)} names but {len(self.kinds)} kinds")
+
+    @classmethod
+    def from_report(cls, report: ChannelReport) -> ChannelTable:
+        kept = report.kept
+        kinds = ("unknown" if c.status == "unknown" else c.kind for c in kept)
+        return cls(tuple(c.name for c in kept), tuple(kinds))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def unknown(self) -> np.ndarray:
+        """(S,) bool: rows that get ``UNK`` and no template position."""
+        return np.array([k == "unknown" for k in self.kinds], bool)
+
+    def select(self, names) -> ChannelTable:
+        """The rows of ``names``, in that order; a name the table lacks (renamed since, or
+        no table at all) is ``'other'``: looked up by name."""
+        index = dict(zip(self.names, self.kinds, strict=True))
+        names = tuple(names)
+        return ChannelTable(names, tuple(index.get(n, "other") for n in names))
+
+    def ids(self, vocab: Vocabulary | None = None) -> np.ndarray:
+        """(S,) vocabulary ids; ``UNK`` for unknown rows and names the vocabulary lacks."""
+        ids = (vocab or eeg_vocabulary()).ids(self.names)
+        ids[self.unknown] = UNK
+        return ids
+
+    def positions(self, raw=None) -> np.ndarray:
+        """(S, 3) MNI mm: the vocabulary's template position, else ``raw``'s own, else NaN."""
+        pos = positions(["" if u else n for n, u in zip(self.names, self.unknown)])
+        missing = [i for i in range(len(self)) if not np.isfinite(pos[i]).all()]
+        if raw is not None and missing:
+            import mne
+
+            head_mri = mne.transforms.invert_transform(template_head_t()[0])
+            for i in missing:
+                loc = raw.info["chs"][raw.ch_names.index(self.names[i])]["loc"][:3]
+                if np.isfinite(loc).all() and np.any(loc != 0):
+                    pos[i] = 1000.0 * mne.transforms.apply_trans(head_mri, loc)
+        return pos
+
+    def to_frame(self, raw=None):
+        """A pandas DataFrame: name, kind, id, x/y/z (MNI mm), one row per channel."""
+        import pandas as pd
+
+        xyz = self.positions(raw)
+        return pd.DataFrame({"name": self.names, "kind": self.kinds, "id": self.ids(),
+                             **{a: xyz[:, i] for i, a in enumerate("xyz")}})  # fmt: skip
+
+    def attach(self, raw):
+        """Keep this table with ``raw`` (in ``raw.info["temp"]``); returns ``raw``."""
+        temp = raw.info.get("temp")
+        raw.info["temp"] = {**(temp if isinstance(temp, dict) else {}), CHANNEL_TABLE_KEY: self}
+        return raw
+
+    @staticmethod
+    def of(raw) -> ChannelTable | None:
+        """The table :meth:`attach` kept with ``raw`` (``read_eeg`` does), or None."""
+        temp = raw.info.get("temp")
+        table = temp.get(CHANNEL_TABLE_KEY) if isinstance(temp, dict) else None
+        return table if isinstance(table, ChannelTable) else None
+
+
+def space_ids(raw, names) -> np.ndarray:
+    """Vocabulary ids of ``names``, a Raw's channels: its :class:`ChannelTable` decides."""
+    return _table(raw, names).ids()
+
+
+def channel_positions(raw, names) -> np.ndarray:
+    """(S, 3) MNI mm of a Raw's channels ``names``: see :meth:`ChannelTable.positions`."""
+    return _table(raw, names).positions(raw)
+
+
+def _table(raw, names) -> ChannelTable:
+    table = ChannelTable.of(raw)
+    return table.select(names) if table else ChannelTable((), ()).select(names)
+
+
 if __name__ == "__main__":  # python -m neurofm.channels > neurofm/resources/eeg_vocabulary.tsv
     print(_build_table(), end="")

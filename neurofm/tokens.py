@@ -1,4 +1,4 @@
-"""``Tokens``: the one batch type every model in neurofm consumes, and how EEG becomes it.
+"""``Tokens``: the one batch type every model in neurofm consumes: the pipeline's seam.
 
 A batch is a grid of space units (channels or parcels) x time patches:
 
@@ -11,22 +11,24 @@ field       shape           meaning
 ``t``       (B, N)          start of each patch in seconds
 ``mask``    (B, S, N) bool  True for real tokens; padding, NaN or flat: False
 ==========  ==============  ==================================================
+
+This module holds the seam only: :class:`Tokens`, :func:`collate` and :func:`patchify`.
+It imports nothing from :mod:`neurofm.io` nor :mod:`neurofm.preprocess`; recordings
+become Tokens in :mod:`neurofm.windows` (``iter_tokens``, ``tokenize``), whose names
+are still importable from here (a lazy module ``__getattr__``, for old imports).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 
-import numpy as np
 import torch
 from einops import rearrange
 
-from .channels import PAD, UNK, eeg_vocabulary
-from .errors import NeurofmError, SignalError, UnitsError, logger
-from .preprocess.eeg import Stream
-from .preprocess.recipe import Recipe, as_recipe
+from .channels import PAD, UNK
+from .errors import NeurofmError, SignalError, UnitsError
 
 #: Largest |x| in real tokens, in model units (100 uV for EEG): anything above is wrong units
 MAX_ABS_X = 1e6
@@ -245,143 +247,25 @@ def collate(batch: Sequence[Tokens]) -> Tokens:
     return Tokens(**out, names=names)
 
 
-def _unknown(raw) -> set[str]:
-    from .io.eeg import UNKNOWN_KEY
-
-    return set((raw.info.get("temp") or {}).get(UNKNOWN_KEY, ()))
-
-
-def space_ids(raw, names) -> np.ndarray:
-    """Vocabulary ids; ``UNK`` for names read_eeg found unknown (a BioSemi 'A1' is not the ear)."""
-    ids = eeg_vocabulary().ids(names)
-    ids[[n in _unknown(raw) for n in names]] = UNK
-    return ids
+def patchify(x, patch_len: int):
+    """Split the last axis (time) into patches: ``(..., n * p) -> (..., n, p)``."""
+    return rearrange(x, "... (n p) -> ... n p", p=patch_len)
 
 
-def channel_positions(raw, names) -> np.ndarray:
-    """(S, 3) MNI mm: the vocabulary's template position, else the file's own, else NaN."""
-    import mne
-
-    from .channels import positions
-    from .io.eeg import template_head_t
-
-    unknown = _unknown(raw)
-    pos = positions(["" if n in unknown else n for n in names])
-    missing = [i for i, n in enumerate(names) if not np.isfinite(pos[i]).all()]
-    if missing:
-        head_mri = mne.transforms.invert_transform(template_head_t()[0])
-        for i in missing:
-            loc = raw.info["chs"][raw.ch_names.index(names[i])]["loc"][:3]
-            if np.isfinite(loc).all() and np.any(loc != 0):
-                pos[i] = 1000.0 * mne.transforms.apply_trans(head_mri, loc)
-    return pos
+# names that moved to neurofm.windows (reading, preprocessing, windowing) and channels
+_MOVED = {"iter_tokens": "neurofm.windows", "tokenize": "neurofm.windows",
+          "space_ids": "neurofm.channels", "channel_positions": "neurofm.channels",
+          "as_recipe": "neurofm.preprocess.recipe"}  # fmt: skip
 
 
-def _windows(stream: Stream) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """(start sample, window (C, W), NaN taint (C, W)) from a stream's consecutive chunks."""
-    W, step = stream.recipe.window_len, stream.recipe.stride_len
-    C = len(stream.ch_names)
-    buf, taint = np.zeros((C, 0), np.float32), np.zeros((C, 0), bool)
-    buf_start = next_start = 0
-    for _, y, tnt in stream.blocks():
-        buf = np.concatenate([buf, y], axis=1)
-        taint = np.concatenate([taint, np.zeros(y.shape, bool) if tnt is None else tnt], axis=1)
-        while next_start + W <= buf_start + buf.shape[1]:
-            i = next_start - buf_start
-            yield next_start, buf[:, i : i + W], taint[:, i : i + W]
-            next_start += step
-        drop = min(next_start - buf_start, buf.shape[1])
-        buf, taint, buf_start = buf[:, drop:], taint[:, drop:], buf_start + drop
+def __getattr__(name: str):
+    """Old imports (``from neurofm.tokens import tokenize``) of names that moved (PEP 562).
 
-
-def iter_tokens(source, recipe: Recipe | None = None, *, batch_size: int = 64, picks=None,
-                chunk_seconds: float = 120.0, progress: bool = False) -> Iterator[Tokens]:  # fmt: skip
-    """Stream a recording as batches of :class:`Tokens`, in constant memory.
-
-    Parameters
-    ----------
-    source : path | mne.io.Raw
-        Anything :func:`neurofm.read_eeg` reads; paths and raws not from ``read_eeg``
-        go through it first.
-    recipe : Recipe | dict | None
-        Default ``Recipe()`` (LaBraM's conventions, 10 s windows of 1 s patches); a dict
-        is validated into a ``Recipe``.
-    batch_size : int
-        Windows per yielded batch.
+    Imported on first use, so that this module imports nothing from ``io`` or
+    ``preprocess``: :mod:`neurofm.windows` does, and it imports this module.
     """
-    from .io.eeg import read_eeg
+    if name in _MOVED:
+        import importlib
 
-    recipe = as_recipe(recipe)
-    raw = read_eeg(source) if not _is_canonical(source) else source
-    stream = Stream(raw, recipe, picks=picks, chunk_seconds=chunk_seconds)
-    names = tuple(stream.ch_names)
-    space = torch.as_tensor(space_ids(raw, names))
-    pos = torch.as_tensor(channel_positions(raw, names), dtype=torch.float32)
-    P, N = recipe.patch_len, recipe.n_patches
-    n_windows = (stream.n_out - recipe.window_len) // recipe.stride_len + 1
-    flat_units = recipe.flat_threshold / recipe.unit_scale
-    ever_real = np.zeros(len(names), bool)
-
-    def emit(pending):
-        starts = np.array([s for s, _, _ in pending])
-        x = np.stack([w for _, w, _ in pending])  # (B, S, W)
-        x = rearrange(x, "b s (n p) -> b s n p", p=P)
-        taint = rearrange(np.stack([tt for _, _, tt in pending]), "b s (n p) -> b s n p", p=P)
-        mask = (x.std(axis=-1) > flat_units) & ~taint.any(axis=-1)
-        if recipe.normalize == "channel":
-            mu = x.mean(axis=(2, 3), keepdims=True)
-            sd = x.std(axis=(2, 3), keepdims=True)
-            x = (x - mu) / np.maximum(sd, 1e-6)
-        ever_real[:] |= mask.any(axis=(0, 2))
-        B = len(pending)
-        t = (starts[:, None] + np.arange(N)[None, :] * P) / recipe.sfreq
-        return Tokens(
-            x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
-            space=space.expand(B, -1).clone(),
-            pos=pos.expand(B, -1, -1).clone(),
-            t=torch.as_tensor(t, dtype=torch.float32),
-            mask=torch.from_numpy(mask),
-            names=[names] * B,
-        )
-
-    from tqdm.auto import tqdm
-
-    with tqdm(total=n_windows, unit="win", desc="tokenize", disable=not progress) as bar:
-        for pending in _batched(_windows(stream), batch_size):
-            bar.update(len(pending))
-            yield emit(pending)
-    flat = [n for n, r in zip(names, ever_real, strict=True) if not r]
-    if flat:
-        logger.warning(
-            "channels %s are flat (std < %g V) in every window and are masked out: "
-            "check the electrodes or drop them", flat, recipe.flat_threshold,
-        )  # fmt: skip
-
-
-def _batched(items, n: int):
-    """Lists of up to n consecutive items (itertools.batched, Python 3.12)."""
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _is_canonical(source) -> bool:
-    """True for a Raw that came out of read_eeg (canonical names, positions, unknown list)."""
-    import mne
-
-    from .io.eeg import UNKNOWN_KEY
-
-    return isinstance(source, mne.io.BaseRaw) and UNKNOWN_KEY in (source.info.get("temp") or {})
-
-
-def tokenize(source, recipe: Recipe | None = None, **kwargs) -> Tokens:
-    """All windows of a recording as one :class:`Tokens` (B = number of windows).
-
-    For long recordings prefer :func:`iter_tokens`, whose memory stays constant.
-    """
-    return collate(list(iter_tokens(source, recipe, **kwargs)))
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

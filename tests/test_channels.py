@@ -186,3 +186,49 @@ def test_intracranial_contacts_are_unknown_space_units():
         ("LA2", "unknown", "unknown"),
     ]
     assert report.channels[2].status == "dropped" and "positions=" in report.hint
+
+
+def test_channel_table_says_which_names_are_unknown():
+    """The explicit carrier of 'this name gets UNK': a BioSemi A1 is no ear electrode."""
+    from neurofm.channels import ChannelTable
+
+    cap = [f"{c}{i}" for c in "ABCD" for i in range(1, 33)]  # A1, C1 ... look like 10-05 names
+    table = ChannelTable.from_report(map_channels(cap + ["Cz-Pz", "EOG1"], include=("eeg", "eog")))
+    assert (
+        len(table) == 130
+        and table.kinds[0] == "unknown"
+        and table.kinds[-2:] == ("bipolar", "other")
+    )
+    assert (table.ids()[:128] == UNK).all() and eeg_vocabulary().id("A1") > UNK
+    assert table.ids()[128] == eeg_vocabulary().id("Cz-Pz")
+    assert np.isnan(table.positions()[:128]).all()  # never the template's ear
+    picked = table.select(["C1", "Cz-Pz", "Fp1"])  # Fp1: not in the table, looked up by name
+    assert picked.kinds == ("unknown", "bipolar", "other") and picked.ids()[
+        2
+    ] == eeg_vocabulary().id("Fp1")
+    frame = picked.to_frame()
+    assert list(frame.columns) == ["name", "kind", "id", "x", "y", "z"] and frame.id[0] == UNK
+
+
+def test_read_eeg_attaches_the_table_and_it_follows_the_raw(sine):
+    from neurofm.channels import ChannelTable
+
+    x = sine(10, 200, 20, n_channels=3)
+    raw = neurofm.read_eeg(x, sfreq=200, ch_names=["Cz", "CB1", "A1"], positions={"CB1": "I1"})
+    table = ChannelTable.of(raw)
+    assert table.names == ("Cz", "CB1", "A1") and table.kinds == (
+        "electrode",
+        "unknown",
+        "electrode",
+    )
+    assert ChannelTable.of(raw.copy().pick(["CB1"])) == table  # copy and pick keep it
+    import mne
+
+    assert ChannelTable.of(mne.io.RawArray(x, mne.create_info(3, 200.0), verbose="error")) is None
+    # preprocess keeps it: a BioSemi cap's C1 stays unknown in the prepared Raw
+    cap = [f"{c}{i}" for c in "ABCD" for i in range(1, 5)]
+    x = sine(10, 200, 20, n_channels=16) + np.random.default_rng(0).normal(0, 1e-6, (16, 4000))
+    bio = neurofm.read_eeg(x, sfreq=200, ch_names=cap, montage="biosemi128")
+    out = neurofm.preprocess(bio, neurofm.Recipe(notch=None, window_seconds=5))
+    assert ChannelTable.of(out) == ChannelTable.of(bio)
+    assert (neurofm.tokenize(out, neurofm.Recipe(notch=None, window_seconds=5)).space == UNK).all()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from conftest import shared
 
 import neurofm
+from neurofm import FMRIRecipe, read_fmri, tokenize_fmri
 from neurofm.errors import (
     FileFormatWarning,
     NeurofmError,
@@ -14,7 +16,8 @@ from neurofm.errors import (
     SignalError,
     SignalWarning,
 )
-from neurofm.io.fmri import FMRIRecipe, load_atlas, read_fmri, robust_scale, tokenize_fmri
+from neurofm.io.fmri import load_atlas
+from neurofm.preprocess.fmri import robust_scale
 
 HAXBY = "fmri/haxby_sub001/haxby2001/sub001"
 
@@ -173,13 +176,11 @@ def test_table_formats(tmp_path):
 
 
 def test_tr_resampling_keeps_frequencies():
-    import xarray as xr  # noqa: F401
-
-    from neurofm.io.fmri import _resample
+    from neurofm.preprocess.fmri import resample
 
     t_in = np.arange(300) * 2.0
     x = np.sin(2 * np.pi * 0.05 * t_in)[:, None]
-    y = _resample(x, 2.0, 0.72)
+    y = resample(x, 2.0, 0.72)
     t_out = np.arange(len(y)) * 0.72
     inner = slice(20, -20)
     np.testing.assert_allclose(y[inner, 0], np.sin(2 * np.pi * 0.05 * t_out)[inner], atol=0.02)
@@ -569,3 +570,78 @@ def test_fuzz_findings_stay_fixed():
     plain = read_fmri(table, t_r=2.0, layout="time x parcels", coords=np.full((3, 3), 20.0),
                       confounds=table[:, 0].tolist())  # fmt: skip
     assert np.isnan(plain.values[:, 0]).all()  # regressing a parcel on itself leaves nothing
+
+
+# ---------------------------------------------------------------------- issue 13: one pipeline
+def test_read_parcels_reads_and_preprocess_fmri_prepares(tmp_path):
+    """io reads (the series as extracted, at the run's TR); preprocess/ transforms; read_fmri
+    is both, with the same result."""
+    import warnings
+
+    from neurofm.io.fmri import read_parcels
+    from neurofm.preprocess import preprocess_fmri
+
+    atlas, names = _haxby_labels()
+    recipe = FMRIRecipe(t_r=1.25, low_pass=0.15)
+    raw = read_parcels(_haxby_run(), atlas, labels=names)
+    assert raw.attrs["t_r"] == 2.5 and raw.attrs["peak"] > 0 and raw.shape == (121, 4)
+    assert raw.values.mean() > 100  # BOLD as extracted, not cleaned nor scaled
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one read, no second warning
+        prepared = preprocess_fmri(raw, recipe)
+    np.testing.assert_array_equal(prepared.values, read_fmri(_haxby_run(), atlas, labels=names,
+                                                             recipe=recipe).values)  # fmt: skip
+    assert prepared.attrs["t_r"] == 1.25 and prepared.shape == (242, 4)
+    np.save(tmp_path / "ts.npy", raw.values)
+    table = read_parcels(tmp_path / "ts.npy", t_r=2.5, labels=names, layout="time x parcels")
+    np.testing.assert_array_equal(table.values, raw.values)
+    assert table.attrs["layout"] == "time x parcels" and "peak" not in table.attrs
+
+
+def test_tokenize_dispatches_on_the_recipes_modality(tmp_path):
+    atlas, names = _haxby_labels()
+    recipe = FMRIRecipe(t_r=2.5, patch_trs=10, window_patches=4, stride_patches=2)
+    series = read_fmri(_haxby_run(), atlas, labels=names, recipe=recipe)
+    expected = tokenize_fmri(series, recipe)
+    for tokens in (
+        neurofm.tokenize(series, recipe),
+        neurofm.tokenize(series, recipe.model_dump()),  # a dict with modality='fmri'
+        neurofm.tokenize(_haxby_run(), recipe, atlas=atlas, labels=names),  # read_fmri's options
+        neurofm.collate(list(neurofm.iter_tokens(series, recipe, batch_size=2))),
+    ):
+        for field in ("x", "space", "pos", "t", "mask"):
+            torch.testing.assert_close(getattr(tokens, field), getattr(expected, field))
+        assert tokens.names == expected.names
+    import xarray as xr
+
+    long = xr.DataArray(np.ones((400, 2)), dims=("time", "parcel"), attrs={"t_r": 0.5})
+    default = neurofm.tokenize(long)  # a DataArray without a recipe: fMRI, at its TR
+    assert default.shape == (2, 2, 10, 20) and default.t[1, 1] == (200 + 20) * 0.5
+    with pytest.raises(NeurofmError, match="picks= selects EEG channels"):
+        neurofm.tokenize(series, recipe, picks=["vt"])
+    with pytest.raises(NeurofmError, match="read_fmri's options"):
+        neurofm.tokenize(series, recipe, atlas="power2011")
+
+
+def test_space_atlas_needs_an_atlas_vocabulary():
+    """space='atlas' ids (2 + parcel) agree with a model's vocabulary, or are refused."""
+    import xarray as xr
+
+    from neurofm.preprocess.recipe import check_vocabulary
+
+    with pytest.raises(neurofm.errors.ConfigError, match="space='atlas'.*name the atlas"):
+        FMRIRecipe(space="atlas")
+    recipe = FMRIRecipe(t_r=2.0, window_patches=1, space="atlas", atlas="power2011")
+    for vocab_size in (2, 1):  # every registered fMRI model: PAD and UNK only
+        with pytest.raises(NeurofmError, match=r"space='coords'.*vocab_size = 2 \+ parcels"):
+            check_vocabulary(recipe, vocab_size)
+    check_vocabulary(recipe, 2 + 264)  # a model with power2011's parcels as its vocabulary
+    check_vocabulary(recipe.replace(space="coords"), 2)
+    check_vocabulary(neurofm.Recipe(), 2)
+    x = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+    series = xr.DataArray(x, dims=("time", "parcel"), attrs={"t_r": 2.0})
+    with pytest.raises(NeurofmError, match=r"atlas None .*space='atlas'"):  # whose ids?
+        tokenize_fmri(series, recipe)
+    tokens = tokenize_fmri(series.assign_attrs(atlas="power2011"), recipe)
+    assert tokens.space[0].tolist() == [2, 3, 4]
+    assert (tokenize_fmri(series, recipe.replace(space="coords")).space == 1).all()  # UNK

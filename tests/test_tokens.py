@@ -175,3 +175,85 @@ def test_long_recording_constant_memory(tmp_path):
     n, peak_mib, size_mib = out.stdout.split()
     assert int(n) == 12 * 360 and float(size_mib) > 400
     assert float(peak_mib) < 1536, f"peak RSS {peak_mib} MiB"
+
+
+def test_windows_are_a_plain_cut_of_the_prepared_signal():
+    """windows.py cuts the Stream's output: each window is its samples, in patches."""
+    from neurofm.preprocess import Stream
+
+    raw = _raw(["Fp1", "Cz", "O2"], seconds=30)
+    recipe = Recipe(window_seconds=4, stride_seconds=3)
+    y = np.concatenate([b for _, b, _ in Stream(raw, recipe, chunk_seconds=7).blocks()], axis=1)
+    tokens = neurofm.tokenize(raw, recipe, chunk_seconds=11, batch_size=3)
+    W, step = recipe.window_len, recipe.stride_len
+    assert len(tokens) == (y.shape[1] - W) // step + 1
+    for b in range(len(tokens)):
+        cut = y[:, b * step : b * step + W].reshape(3, recipe.window_patches, recipe.patch_len)
+        np.testing.assert_allclose(tokens.x[b].numpy(), cut, atol=1e-5)
+        np.testing.assert_allclose(tokens.t[b].numpy(), b * 3.0 + np.arange(4))
+
+
+def test_patchify_splits_the_last_axis():
+    from neurofm.tokens import patchify
+
+    x = np.arange(24).reshape(2, 12)
+    assert patchify(x, 4).shape == (2, 3, 4) and patchify(x, 4)[1, 2].tolist() == [20, 21, 22, 23]
+    assert patchify(torch.zeros(5, 3, 600), 200).shape == (5, 3, 3, 200)
+
+
+def test_tokenize_reads_arrays_with_the_readers_options():
+    x = eeg(3, 200 * 20, 200, line=None)
+    names = ["Fp1", "Cz", "O2"]
+    recipe = Recipe(notch=None, window_seconds=4)
+    direct = neurofm.tokenize(x, recipe, sfreq=200, ch_names=names)
+    read = neurofm.tokenize(neurofm.read_eeg(x, sfreq=200, ch_names=names), recipe)
+    torch.testing.assert_close(direct.x, read.x) and torch.testing.assert_close(
+        direct.pos, read.pos
+    )
+    assert direct.names == read.names
+
+
+def test_old_import_paths_still_work():
+    # tokens.py is the seam only; the pipeline moved to windows.py and channels.py
+    from neurofm.channels import channel_positions, space_ids
+    from neurofm.tokens import channel_positions as cp
+    from neurofm.tokens import iter_tokens, tokenize
+    from neurofm.tokens import space_ids as si
+    from neurofm.windows import iter_tokens as it
+    from neurofm.windows import tokenize as tk
+    from neurofm.windows import tokenize_fmri
+
+    assert (iter_tokens, tokenize, si, cp) == (it, tk, space_ids, channel_positions)
+    assert neurofm.io.tokenize_fmri is neurofm.io.fmri.tokenize_fmri is tokenize_fmri
+    with pytest.raises(AttributeError):
+        neurofm.tokens.no_such_name  # noqa: B018
+
+
+def test_import_rules_of_the_seam():
+    """tokens.py imports nothing from io/ or preprocess/; io/ imports neither tokens nor
+    windows; preprocess/ imports nothing from io/ (module-level and function-level imports)."""
+    import ast
+
+    root = Path(neurofm.__file__).parent
+
+    def imports(path):
+        package = ".".join(path.relative_to(root.parent).with_suffix("").parts[:-1])
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                yield from (a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+                module = ".".join(p for p in (base, node.module) if p)
+                yield from (module, *(f"{module}.{a.name}" for a in node.names))
+
+    def banned(path, prefixes):
+        return [m for m in imports(path) if m.startswith(prefixes)]
+
+    assert banned(root / "tokens.py", ("neurofm.io", "neurofm.preprocess", "neurofm.windows")) == []
+    for path in (root / "io").rglob("*.py"):
+        assert banned(path, ("neurofm.tokens", "neurofm.windows")) == [], path
+    for path in (root / "preprocess").rglob("*.py"):
+        assert banned(path, ("neurofm.io", "neurofm.tokens", "neurofm.windows")) == [], path
+    assert (
+        banned(root / "preprocess" / "recipe.py", ("neurofm.channels", "neurofm.preprocess.")) == []
+    )

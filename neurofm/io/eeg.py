@@ -7,15 +7,22 @@ import os
 import re
 import warnings
 from collections.abc import Mapping
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from ..channels import EEG_TYPES, SIGNAL_TYPES, ChannelReport, map_channels, unknown_hint
+from ..channels import (
+    EEG_TYPES,
+    SIGNAL_TYPES,
+    ChannelReport,
+    ChannelTable,
+    map_channels,
+    template_head_t,
+    unknown_hint,
+)
 from ..channels import positions as template_positions
 from ..errors import ChannelWarning, FileFormatWarning, NeurofmWarning, validate_type, warn
-from ..preprocess import check_sfreq
+from ..preprocess.recipe import check_sfreq
 from ..utils import ChannelError, EEGReadError, UnitsError, check_option, did_you_mean, logger
 from .edf import SAMPLE_BYTES, check_header, read_header
 
@@ -54,7 +61,6 @@ COMPANIONS = {
     ".event": ((), "a BCI2000/PhysioNet event file"),
     ".seizures": ((), "a WFDB seizure annotation file (open the EDF it annotates)"),
 }
-UNKNOWN_KEY = "neurofm_unknown"  # raw.info["temp"] key: names that must get the UNK id
 UNITS = {"V": 1.0, "mV": 1e-3, "uV": 1e-6, "µV": 1e-6, "nV": 1e-9}
 # The median channel std of EEG (scalp or intracranial, DC-coupled or not) lies in this
 # range (V); data outside it has the wrong units. A factor 1000 off lands outside it.
@@ -322,19 +328,6 @@ def _check_units(raw, picks, units_given: bool):
     )
 
 
-@lru_cache(maxsize=1)
-def template_head_t():
-    """The Colin27 10-05 template's MRI(=MNI, m) -> head transform, and its fiducials in head."""
-    import mne
-
-    template = mne.channels.make_standard_montage("colin27_1005")
-    mri_head = mne.channels.compute_native_head_t(template)
-    fid = template.get_positions()
-    return mri_head, {
-        k: mne.transforms.apply_trans(mri_head, fid[k]) for k in ("nasion", "lpa", "rpa")
-    }
-
-
 def _set_positions(raw, report: ChannelReport, montage, extra: dict | None = None):
     """Template positions for known names, then ``extra`` (name -> MNI mm, from
     :func:`_check_positions`); file positions kept for the remaining unknown ones."""
@@ -501,7 +494,9 @@ def read_eeg(
     Returns
     -------
     raw : mne.io.Raw
-        Canonical names (``Fc5.`` -> ``FC5``, ``EEG T3-REF`` -> ``T7``), montage set.
+        Canonical names (``Fc5.`` -> ``FC5``, ``EEG T3-REF`` -> ``T7``), montage set, and
+        a :class:`~neurofm.channels.ChannelTable` attached (``ChannelTable.of(raw)``): which
+        names are unknown, so that tokens give them the ``UNK`` id whatever they look like.
     report : ChannelReport
         Only with ``return_report=True``.
     """
@@ -530,8 +525,8 @@ def read_eeg(
         raw.set_channel_types(types, on_unit_change="ignore", verbose="error")
     _set_positions(raw, report, montage, placed)
 
-    # names that look like vocabulary names but are not (a BioSemi 'A1'): kept with the Raw
-    raw.info["temp"] = {**(raw.info.get("temp") or {}), UNKNOWN_KEY: report.unknown_names}
+    # what each name is (a BioSemi 'A1' is no ear electrode): kept with the Raw, see ChannelTable
+    ChannelTable.from_report(report).attach(raw)
     eeg = [c.name for c in keep if c.type in SIGNAL_TYPES]
     located = [n for n in eeg if np.isfinite(raw.info["chs"][raw.ch_names.index(n)]["loc"][0])]
     unplaced = [c.original for c in report.channels if c.status == "unknown"

@@ -1,23 +1,24 @@
-"""fMRI to parcel time series and parcel patches (BrainLM's view of fMRI).
+"""fMRI runs and tables read as parcel time series (BrainLM's view of fMRI).
 
 ::
 
     series = neurofm.read_fmri("sub-01_bold.nii.gz", atlas="power2011")  # (time, parcel)
-    tokens = neurofm.tokenize_fmri(series, FMRIRecipe())                  # Tokens
+    tokens = neurofm.tokenize(series, FMRIRecipe())                       # Tokens
 
-``read_fmri`` takes a 4-D NIfTI (path or nibabel image) with an atlas, or a ready table
-of parcel time series (CSV/TSV, AFNI ``.1D``, ``.npy``, MATLAB ``.mat``, a 2-D array or
-DataFrame), and returns an ``xarray.DataArray`` (time x parcel) with parcel names,
-centroids (MNI mm) and the TR. Cleaning follows the :class:`FMRIRecipe`: confound
-regression, detrending, high-pass, then resampling in time to the model's TR, then robust
-scaling per parcel, ``(x - median) / IQR``.
+:func:`read_parcels` reads: a 4-D NIfTI (path or nibabel image) with an atlas, or a ready
+table of parcel time series (CSV/TSV, AFNI ``.1D``, ``.npy``, MATLAB ``.mat``, a 2-D array
+or DataFrame), into an ``xarray.DataArray`` (time x parcel) at the run's TR, with parcel
+names, centroids (MNI mm) and the TR, as extracted (nothing cleaned).
+:func:`read_fmri` reads and then prepares the series with the :class:`FMRIRecipe`
+(:func:`neurofm.preprocess.fmri.preprocess_fmri`: confound regression, detrending,
+filtering, resampling to the model's TR, robust scaling). Windows and tokens are
+:mod:`neurofm.windows`' work (``tokenize_fmri`` is still importable from here, lazily).
 
 Atlases (no network needed) are described in :mod:`neurofm.io.atlases`.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,11 @@ from ..errors import (
     check_option,
     did_you_mean,
     warn,
+)
+from ..preprocess.fmri import (
+    nonfinite_error,
+    preprocess_fmri,
+    robust_scale,  # noqa: F401  (re-exported: its old home)
 )
 from ..preprocess.recipe import (  # noqa: F401  (re-exported: neurofm.io.fmri.FMRIRecipe)
     MAX_TR,
@@ -46,6 +52,7 @@ from .atlases import (  # noqa: F401  (re-exported: neurofm.io.fmri.load_atlas, 
     Atlas,
     _names,
     load_atlas,
+    table_atlas,
 )
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".1d", ".txt", ".npy", ".mat")
@@ -80,11 +87,6 @@ def _check_overlap(img, atlas: Atlas) -> None:
             "the atlas space (e.g. MNI152, as fMRIPrep's *_space-MNI152NLin2009cAsym_* "
             "outputs) or use an atlas in the image's space"
         )
-
-
-def _clean_args(recipe: FMRIRecipe, t_r: float) -> dict:
-    return dict(detrend=recipe.detrend, high_pass=recipe.high_pass, low_pass=recipe.low_pass,
-                t_r=t_r, standardize=None)  # fmt: skip
 
 
 def _confounds(confounds, img_path, n_trs: int):
@@ -135,12 +137,13 @@ def _confounds(confounds, img_path, n_trs: int):
         ) from err
 
 
-def _extract(img, atlas: Atlas, recipe: FMRIRecipe, t_r: float, confounds, sample_mask,
-             memory, mask_img) -> tuple[np.ndarray, Atlas]:  # fmt: skip
+def _extract(img, atlas: Atlas, recipe: FMRIRecipe, t_r: float, memory,
+             mask_img) -> tuple[np.ndarray, Atlas]:  # fmt: skip
+    """Parcel series as the masker extracts them; cleaning is preprocess_fmri's step."""
     from nilearn import maskers
 
     common = dict(smoothing_fwhm=recipe.smoothing_fwhm, memory=memory, mask_img=mask_img,
-                  **_clean_args(recipe, t_r))  # fmt: skip
+                  t_r=t_r, detrend=False, standardize=None)  # fmt: skip
     if atlas.kind == "parcellation":
         from nilearn.regions import Parcellations
 
@@ -179,7 +182,7 @@ def _extract(img, atlas: Atlas, recipe: FMRIRecipe, t_r: float, confounds, sampl
     else:
         masker = maskers.NiftiMapsMasker(atlas.image, resampling_target="data", **common)
     try:
-        series = masker.fit_transform(img, confounds=confounds, sample_mask=sample_mask)
+        series = masker.fit_transform(img)
     except ValueError as err:  # a labels atlas coarser than, or beside, the image's grid
         if "No label left" not in str(err):
             raise
@@ -197,7 +200,7 @@ def _extract(img, atlas: Atlas, recipe: FMRIRecipe, t_r: float, confounds, sampl
             for j, v in enumerate(kept):
                 full[:, index[v]] = series[:, j]
             series = full
-    return np.asarray(series, dtype=np.float64), atlas
+    return np.asarray(series), atlas
 
 
 # ---------------------------------------------------------------------- tables
@@ -506,47 +509,6 @@ def _check_coords(coords, where: str = "coords") -> np.ndarray:
     return coords
 
 
-def _resample(x: np.ndarray, t_r_in: float, t_r_out: float) -> np.ndarray:
-    """Resample (time, parcel) from one TR to another (polyphase, anti-aliased)."""
-    if abs(t_r_in - t_r_out) < 1e-6:
-        return x
-    from scipy.signal import resample_poly
-
-    from ..preprocess.eeg import resample_ratio
-
-    up, down = resample_ratio(1.0 / t_r_in, 1.0 / t_r_out)  # sampling rates are 1 / TR
-    return resample_poly(x, up, down, axis=0, padtype="line")
-
-
-def robust_scale(x: np.ndarray) -> np.ndarray:
-    """``(x - median) / IQR`` per column (BrainLM's code has ``x - median / IQR``)."""
-    import warnings
-
-    with warnings.catch_warnings():  # empty (all-NaN) parcels stay NaN
-        warnings.simplefilter("ignore", RuntimeWarning)
-        median = np.nanmedian(x, axis=0)
-        q75, q25 = np.nanpercentile(x, [75, 25], axis=0)
-    iqr = q75 - q25
-    return (x - median) / np.where(iqr > 0, iqr, 1.0)
-
-
-@contextmanager
-def _filter_length_check(n_trs: int, recipe: FMRIRecipe):
-    """scipy's filtfilt needs more samples than its padding: say so in fMRI terms."""
-    if n_trs < 2:
-        raise SignalError(f"the run has {n_trs} TR: a time series needs at least 2")
-    try:
-        yield
-    except ValueError as err:
-        if "padlen" not in str(err):
-            raise
-        raise SignalError(
-            f"the run has only {n_trs} TRs, too few for the temporal filter "
-            f"(high_pass={recipe.high_pass}, low_pass={recipe.low_pass}): use a longer run "
-            "or FMRIRecipe(high_pass=None, low_pass=None)"
-        ) from err
-
-
 def _header_tr(img, t_r):
     if t_r is not None:
         return check_tr(t_r)
@@ -573,10 +535,11 @@ def _layout(layout) -> str | None:
     return text
 
 
-def read_fmri(source, atlas=None, *, t_r: float | None = None, recipe: FMRIRecipe | None = None,
-              confounds=None, labels=None, coords=None, layout: str | None = None,
-              mask_img=None, memory=None, key: str | None = None, data_dir=None):  # fmt: skip
-    """Parcel time series (time x parcel) from a 4-D image or a table.
+def read_parcels(source, atlas=None, *, t_r: float | None = None,
+                 recipe: FMRIRecipe | None = None, labels=None, coords=None,
+                 layout: str | None = None, mask_img=None, memory=None, key: str | None = None,
+                 data_dir=None):  # fmt: skip
+    """Parcel time series (time x parcel) as a 4-D image or a table holds them: read only.
 
     Parameters
     ----------
@@ -586,15 +549,13 @@ def read_fmri(source, atlas=None, *, t_r: float | None = None, recipe: FMRIRecip
     atlas : str | path | nibabel image | Atlas
         Needed for images (see :mod:`neurofm.io.atlases`); for tables it gives the parcel
         names and centroids (``"power2011"``, ``"dosenbach2010"``, ``"seitzman2018"`` are
-        bundled with nilearn; other atlases by their image).
+        bundled with nilearn, ``"schaefer2018-400"`` (any size, ``-17`` for 17 networks)
+        with neurofm; other atlases by their image).
     t_r : float | None
         Repetition time (s). Read from the image header when absent; required for tables.
     recipe : FMRIRecipe | None
-        Cleaning, the model's TR and scaling; default: ``FMRIRecipe(t_r=<the run's TR>)``
-        (no resampling).
-    confounds : None | array | DataFrame | path | str | tuple
-        Regressed out during extraction; a strategy such as ``("motion", "wm_csf")`` loads
-        fMRIPrep confounds through nilearn's ``load_confounds``.
+        Only its extraction fields are used here: ``smoothing_fwhm`` (images) and
+        ``sphere_radius`` (coordinate atlases).
     labels : list of str
         Parcel names (for tables and labels images; a label TSV path for labels images).
     coords : array (n_parcels, 3)
@@ -615,9 +576,11 @@ def read_fmri(source, atlas=None, *, t_r: float | None = None, recipe: FMRIRecip
     Returns
     -------
     xarray.DataArray
-        dims ``("time", "parcel")``; coords ``parcel`` (names), ``x``/``y``/``z`` (MNI mm),
-        ``time`` (s); attrs ``t_r``, ``source_t_r``, ``atlas``, ``empty_parcels`` and,
-        for tables, ``layout`` (as stored).
+        dims ``("time", "parcel")`` at the run's TR, as extracted (not cleaned); coords
+        ``parcel`` (names), ``x``/``y``/``z`` (MNI mm, NaN without coordinates), ``time``
+        (s); attrs ``t_r``, ``atlas``, for tables ``layout`` (as stored), for images
+        ``peak`` (the largest voxel magnitude: the level flat parcels are judged against).
+        A parcel with no voxel in the image is NaN throughout.
     """
     import nibabel as nib
     import pandas as pd
@@ -631,17 +594,17 @@ def read_fmri(source, atlas=None, *, t_r: float | None = None, recipe: FMRIRecip
     path = Path(source) if isinstance(source, str | Path) else None
     if path is not None and not path.is_file():
         raise NeurofmError(f"no file {path}")
-    attrs = {}
     if isinstance(source, np.ndarray | pd.DataFrame) or (
         path is not None and path.suffix.lower() in TABLE_SUFFIXES
     ):
-        data, names, coords, atlas_name, tr_in, recipe, attrs["layout"] = _table_series(
-            path or source, atlas, t_r, recipe, confounds, labels, coords, layout, key, data_dir
+        data, names, coords, atlas_name, tr_in, attrs = _table_series(
+            path or source, atlas, t_r, labels, coords, layout, key, data_dir
         )
     elif path is not None or isinstance(source, nib.spatialimages.SpatialImage):
-        data, names, spec_coords, atlas_name, tr_in, recipe = _image_series(
-            path or source, atlas, t_r, recipe, confounds, labels, mask_img, memory, data_dir
-        )
+        data, names, spec_coords, atlas_name, tr_in, attrs = _image_series(
+            path or source, atlas, t_r, recipe or FMRIRecipe(), labels, mask_img, memory,
+            data_dir,
+        )  # fmt: skip
         if coords is not None and len(coords) != len(names):
             raise NeurofmError(f"coords has {len(coords)} rows for the {len(names)} parcels "
                                f"of atlas {atlas_name}: give one row per parcel")  # fmt: skip
@@ -657,48 +620,61 @@ def read_fmri(source, atlas=None, *, t_r: float | None = None, recipe: FMRIRecip
              "coords= (n_parcels x 3, MNI mm) or atlas= (e.g. 'power2011', "
              "'dosenbach2010', 'seitzman2018', or the atlas image)", NeurofmWarning)  # fmt: skip
         coords = np.full((len(names), 3), np.nan)
-    empty = np.isnan(data).all(0)  # no voxel, NaN throughout, or flat (see _mask_flat)
-    if empty.all():
-        raise SignalError("every parcel is empty or constant: check the mask, atlas and data")
-    if not np.isfinite(data[:, ~empty]).all():
-        _nonfinite_error(data[:, ~empty], [n for n, e in zip(names, empty) if not e], tr_in)
-    if empty.any():
-        warn(f"{int(empty.sum())} parcels are empty or constant in this run and are masked: "
-             f"{[n for n, e in zip(names, empty) if e][:10]}", SignalWarning)  # fmt: skip
-        data[:, empty] = np.nan
-    data = _resample(data, tr_in, recipe.t_r)
-    if recipe.robust_scale:
-        data = robust_scale(data)
     return xr.DataArray(
-        data.astype(np.float32),
+        data,
         dims=("time", "parcel"),
         coords={
-            "time": np.arange(len(data)) * recipe.t_r,
+            "time": np.arange(len(data)) * tr_in,
             "parcel": list(names),
             **{a: ("parcel", coords[:, i]) for i, a in enumerate("xyz")},
         },  # fmt: skip
         name="bold",
-        attrs={
-            "t_r": recipe.t_r,
-            "source_t_r": tr_in,
-            "atlas": atlas_name,
-            "empty_parcels": [n for n, e in zip(names, empty) if e],
-            **attrs,
-        },  # fmt: skip
+        attrs={"t_r": tr_in, "atlas": atlas_name, **attrs},
     )
 
 
-def _table_series(source, atlas, t_r, recipe, confounds, labels, coords, layout, key, data_dir):
-    """(time x parcel data, names, coords, atlas name, TR, recipe, stored layout)."""
+def read_fmri(source, atlas=None, *, t_r: float | None = None, recipe: FMRIRecipe | None = None,
+              confounds=None, **read_kwargs):  # fmt: skip
+    """Parcel time series (time x parcel) from a 4-D image or a table, prepared for a model.
+
+    :func:`read_parcels` (which takes ``labels``, ``coords``, ``layout``, ``mask_img``,
+    ``memory``, ``key``, ``data_dir`` as ``read_kwargs``), then
+    :func:`~neurofm.preprocess.fmri.preprocess_fmri` with ``recipe`` and ``confounds``.
+
+    Parameters
+    ----------
+    source, atlas, t_r
+        As :func:`read_parcels`.
+    recipe : FMRIRecipe | None
+        Cleaning, the model's TR and scaling; default: ``FMRIRecipe(t_r=<the run's TR>)``
+        (no resampling).
+    confounds : None | array | DataFrame | path | str | tuple
+        Regressed out; a strategy such as ``("motion", "wm_csf")`` loads fMRIPrep
+        confounds through nilearn's ``load_confounds`` (and may scrub volumes).
+
+    Returns
+    -------
+    xarray.DataArray
+        dims ``("time", "parcel")`` at the recipe's TR; coords ``parcel`` (names),
+        ``x``/``y``/``z`` (MNI mm), ``time`` (s); attrs ``t_r``, ``source_t_r``, ``atlas``,
+        ``empty_parcels`` and, for tables, ``layout`` (as stored).
+    """
+    series = read_parcels(source, atlas, t_r=t_r, recipe=recipe, **read_kwargs)
+    image = isinstance(source, str | Path) and Path(source).suffix.lower() not in TABLE_SUFFIXES
+    conf, sample_mask = _confounds(confounds, Path(source) if image else None, len(series))
+    return preprocess_fmri(series, recipe, confounds=conf, sample_mask=sample_mask)
+
+
+def _table_series(source, atlas, t_r, labels, coords, layout, key, data_dir):
+    """(time x parcel data, names, coords, atlas name, TR, {"layout": as stored})."""
     where = source.name if isinstance(source, Path) else "the table"
     data, names, names_axis = _read_table(source, key)
     if t_r is None:
         raise NeurofmError(f"{where} is a table with no TR: pass t_r= (seconds)")
     tr_in = check_tr(t_r)
-    recipe = recipe or FMRIRecipe(t_r=tr_in)
     spec = None
     if atlas is not None:
-        spec = load_atlas(atlas, labels=labels, data_dir=data_dir)
+        spec = table_atlas(atlas, labels=labels, data_dir=data_dir)
         if spec.kind == "parcellation":
             raise NeurofmError(
                 f"{spec.name} is fitted on an image; a table of parcel series needs a fixed "
@@ -726,21 +702,12 @@ def _table_series(source, atlas, t_r, recipe, confounds, labels, coords, layout,
     data = np.array(data, dtype=np.float64)  # a writable, contiguous copy
     missing = np.isnan(data).all(0)  # an all-NaN column: a parcel with no signal
     if not np.isfinite(data[:, ~missing]).all():
-        _nonfinite_error(data[:, ~missing], [n for n, m in zip(names, missing) if not m], tr_in)
-    from nilearn.signal import clean
-
-    conf, _ = _confounds(confounds, None, len(data))
-    scale = np.nanmax(np.abs(data), axis=0, initial=0.0)
-    with _filter_length_check(len(data), recipe):
-        if not missing.all():
-            data[:, ~missing] = clean(data[:, ~missing], confounds=conf,
-                                      **_clean_args(recipe, tr_in))  # fmt: skip
-    _mask_flat(data, scale)
-    return data, names, coords, spec.name if spec else "table", tr_in, recipe, stored
+        nonfinite_error(data[:, ~missing], [n for n, m in zip(names, missing) if not m], tr_in)
+    return data, names, coords, spec.name if spec else "table", tr_in, {"layout": stored}
 
 
-def _image_series(source, atlas, t_r, recipe, confounds, labels, mask_img, memory, data_dir):
-    """(time x parcel data, names, coords, atlas name, TR, recipe) from a 4-D image."""
+def _image_series(source, atlas, t_r, recipe, labels, mask_img, memory, data_dir):
+    """(time x parcel data, names, coords, atlas name, TR, {"peak": level}) from a 4-D image."""
     import nibabel as nib
     from nilearn import image
 
@@ -768,25 +735,11 @@ def _image_series(source, atlas, t_r, recipe, confounds, labels, mask_img, memor
         )
     tr_in = _header_tr(img, t_r)
     peak = _check_finite(img, tr_in, path, memory)
-    recipe = recipe or FMRIRecipe(t_r=tr_in)
     spec = load_atlas(atlas, labels=labels, data_dir=data_dir)
     if spec.kind != "parcellation":
         _check_overlap(img, spec)
-    conf, sample_mask = _confounds(confounds, path, img.shape[3])
-    with _filter_length_check(img.shape[3], recipe):
-        data, spec = _extract(img, spec, recipe, tr_in, conf, sample_mask, memory, mask_img)
-    _mask_flat(data, peak)
-    return data, spec.names, spec.coords, spec.name, tr_in, recipe
-
-
-def _mask_flat(data: np.ndarray, scale) -> None:
-    """Set parcels that are flat after cleaning to NaN: their fluctuations are within the
-    float32 precision of ``scale`` (the signal's level before cleaning: 1e-6 of it), so they
-    carry no signal, and robust scaling would blow their rounding noise up."""
-    seen = ~np.isnan(data).all(0)
-    std = np.zeros(data.shape[1])
-    std[seen] = np.nanstd(data[:, seen], axis=0)
-    data[:, seen & (std <= 1e-6 * np.broadcast_to(scale, std.shape))] = np.nan
+    data, spec = _extract(img, spec, recipe, tr_in, memory, mask_img)
+    return data, spec.names, spec.coords, spec.name, tr_in, {"peak": peak}
 
 
 def _nonfinite(img, block: int = 64) -> tuple[int, int | None, float]:
@@ -813,7 +766,7 @@ def _nonfinite_file(path: str, mtime_ns: int, size: int) -> tuple[int, int | Non
 
 def _check_finite(img, t_r: float, path: Path | None = None, memory=None) -> float:
     """NaN/inf voxels would be replaced by zeros in nilearn, silently: refuse them.
-    Returns the peak magnitude of the image (for :func:`_mask_flat`).
+    Returns the peak magnitude of the image (the level :func:`~neurofm.preprocess.fmri.preprocess_fmri` judges flat parcels against).
 
     With ``memory`` and a file, the answer is cached with the extraction (keyed on the
     file's path, size and modification time), so a cached second call stays cheap.
@@ -835,97 +788,11 @@ def _check_finite(img, t_r: float, path: Path | None = None, memory=None) -> flo
     return peak
 
 
-def _nonfinite_error(data, names, t_r):
-    bad = ~np.isfinite(data)
-    t, p = np.argwhere(bad)[0]
-    affected = [n for n, b in zip(names, bad.any(0)) if b]
-    raise SignalError(
-        f"{data[t, p]} in {len(affected)} parcel series (first: {names[p]!r} at {t * t_r:g} s, "
-        f"TR {t}): fix the data (nilearn.image.clean_img for images) or drop those parcels; "
-        f"a parcel that is NaN throughout is masked as empty. Affected: {affected[:10]}"
-    )
+def __getattr__(name: str):
+    """``tokenize_fmri``'s old home (PEP 562): it lives in :mod:`neurofm.windows`, which
+    imports this module, so it is imported on first use instead of at import."""
+    if name == "tokenize_fmri":
+        import importlib
 
-
-# ---------------------------------------------------------------------- tokens
-def tokenize_fmri(series, recipe: FMRIRecipe | None = None):
-    """Windows of parcel patches as :class:`~neurofm.Tokens` (B windows, S parcels, N, P TRs).
-
-    ``series`` comes from :func:`read_fmri` at the recipe's TR. ``space`` holds ``UNK``
-    (parcels placed by centroid, ``space='coords'``) or the atlas's vocabulary ids
-    (``2 + parcel index``, ``space='atlas'``); empty parcels are masked.
-    """
-    import torch
-    import xarray as xr
-
-    from ..channels import UNK
-    from ..errors import validate_type
-    from ..tokens import Tokens
-
-    if not isinstance(series, xr.DataArray) or set(series.dims) != {"time", "parcel"}:
-        got = (f"a DataArray with dims {series.dims}" if isinstance(series, xr.DataArray)
-               else f"{type(series).__name__} {getattr(series, 'shape', '')}")  # fmt: skip
-        raise NeurofmError(
-            f"tokenize_fmri takes the (time, parcel) DataArray that read_fmri returns, got "
-            f"{got}: for an array of parcel series, tokenize_fmri(read_fmri(array, t_r=...), "
-            "recipe)"
-        )
-    validate_type(recipe, (FMRIRecipe, None), "recipe", "an FMRIRecipe or None")
-    if "t_r" in series.attrs:
-        series_tr = check_tr(series.attrs["t_r"], "the series' attrs['t_r']")
-    elif recipe is None:
-        raise NeurofmError(
-            "the series carries no attrs['t_r']: read it with read_fmri, or pass the recipe "
-            "whose TR it has"
-        )
-    else:
-        series_tr = recipe.t_r
-    recipe = recipe or FMRIRecipe(t_r=series_tr)
-    if abs(series_tr - recipe.t_r) > 1e-6:
-        raise NeurofmError(
-            f"the series is at TR {series_tr} s but the recipe's is {recipe.t_r} s: "
-            "read it with read_fmri(..., recipe=recipe), which resamples"
-        )
-    if recipe.atlas and series.attrs.get("atlas") not in (None, recipe.atlas):
-        raise NeurofmError(
-            f"the series uses atlas {series.attrs['atlas']!r} but the recipe was trained on "
-            f"{recipe.atlas!r}: extract with that atlas, or use space='coords'"
-        )
-    if series.dtype.kind not in "fiu":
-        raise NeurofmError(f"the series holds {series.dtype} values, not numbers")
-    x = np.asarray(series.transpose("time", "parcel").values, dtype=np.float32)
-    T, S = x.shape
-    if not S:
-        raise SignalError("the series has no parcel")
-    W, step, P = recipe.window_len, recipe.stride_len, recipe.patch_trs
-    if T < W:
-        raise SignalError(
-            f"the run has {T} TRs ({T * recipe.t_r:g} s) but a window needs {W} "
-            f"({W * recipe.t_r:g} s): use window_patches={max(T // P, 1)} or a longer run"
-        )
-    starts = np.arange(0, T - W + 1, step)
-    windows = np.stack([x[s : s + W].T for s in starts])  # (B, S, W)
-    from einops import rearrange
-
-    patches = rearrange(windows, "b s (n p) -> b s n p", p=P)
-    real = np.isfinite(patches).all(-1)
-    patches = np.nan_to_num(patches, nan=0.0, posinf=0.0, neginf=0.0)
-    B, N = len(starts), W // P
-    pos = np.stack([_coord(series, a) for a in "xyz"], 1).astype(np.float32)
-    ids = np.full(S, UNK) if recipe.space == "coords" else np.arange(S) + 2
-    names = tuple(str(n) for n in series["parcel"].values)
-    t = (starts[:, None] + np.arange(N)[None] * P) * recipe.t_r
-    return Tokens(
-        x=torch.from_numpy(np.ascontiguousarray(patches)),
-        space=torch.as_tensor(ids, dtype=torch.long).expand(B, -1).clone(),
-        pos=torch.from_numpy(pos).expand(B, -1, -1).clone(),
-        t=torch.as_tensor(t, dtype=torch.float32),
-        mask=torch.from_numpy(real),
-        names=[names] * B,
-    )
-
-
-def _coord(series, axis: str) -> np.ndarray:
-    """A centroid coordinate per parcel; NaN (unknown) where the series has none."""
-    if axis in series.coords:
-        return np.asarray(series[axis].values, dtype=np.float64)
-    return np.full(series.sizes["parcel"], np.nan)
+        return importlib.import_module("neurofm.windows").tokenize_fmri
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,6 +18,7 @@ from .eeg import (
     preprocess,
     resample_ratio,
 )
+from .fmri import preprocess_fmri, robust_scale
 from .recipe import (
     LINE_FREQS,
     MAX_FIR_TAPS,
@@ -30,6 +31,7 @@ from .recipe import (
     as_recipe,
     check_sfreq,
     check_tr,
+    check_vocabulary,
     fir_bands,
     notch_frequencies,
     recipe_from_dict,
@@ -50,12 +52,15 @@ __all__ = [
     "as_recipe",
     "check_sfreq",
     "check_tr",
+    "check_vocabulary",
     "design_fir",
     "detect_line_noise",
     "fir_bands",
     "n_resampled",
     "notch_frequencies",
     "preprocess",
+    "preprocess_fmri",
     "recipe_from_dict",
     "resample_ratio",
+    "robust_scale",
 ]

@@ -23,6 +23,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..channels import ChannelTable
 from ..errors import (
     SignalError,
     SignalWarning,
@@ -279,7 +280,8 @@ def preprocess(
     """Apply a recipe to a whole recording and return it as an ``mne.io.RawArray``.
 
     The data are at ``recipe.sfreq`` in volts (not model units), so MNE's plotting and
-    analysis work on the result. For model input use :func:`neurofm.tokenize`.
+    analysis work on the result. The input's :class:`~neurofm.channels.ChannelTable` goes
+    with it (a BioSemi ``'A1'`` stays unknown). For model input use :func:`neurofm.tokenize`.
     """
     import mne
 
@@ -294,4 +296,5 @@ def preprocess(
     out.set_meas_date(raw.info["meas_date"])
     if len(raw.annotations):
         out.set_annotations(raw.annotations)
-    return out
+    table = ChannelTable.of(raw)
+    return out if table is None else table.select(stream.ch_names).attach(out)

@@ -327,6 +327,11 @@ class FMRIRecipe(StrictConfig):
             raise ValueError(
                 f"high_pass={self.high_pass} Hz must be below low_pass={self.low_pass} Hz"
             )
+        if self.space == "atlas" and not self.atlas:
+            raise ValueError(
+                "space='atlas' gives parcels the ids of an atlas's vocabulary: name the atlas "
+                "(atlas='schaefer2018-400'), or use space='coords' (placed by centroid)"
+            )
         return self
 
     @property
@@ -389,6 +394,25 @@ def recipe_from_dict(data: Mapping | EEGRecipe | FMRIRecipe) -> EEGRecipe | FMRI
     modality = _modality(data)
     check_option("recipe modality", modality, MODALITIES)
     return RECIPES[modality](**data)
+
+
+def check_vocabulary(recipe: EEGRecipe | FMRIRecipe, vocab_size: int) -> None:
+    """Refuse a recipe whose space ids a model's vocabulary of ``vocab_size`` rows lacks.
+
+    The rule for fMRI: parcels get ``UNK`` and are placed by their centroid
+    (``space='coords'``, any model) unless the recipe says ``space='atlas'``, whose ids
+    ``2 + parcel index`` need a model with that atlas's vocabulary: more than the two
+    reserved rows (``PAD``, ``UNK``) that every registered fMRI model has. EEG ids come
+    from :func:`neurofm.channels.eeg_vocabulary`; a model checks them per batch.
+    """
+    if isinstance(recipe, FMRIRecipe) and recipe.space == "atlas" and vocab_size <= 2:
+        raise NeurofmError(
+            f"the recipe says space='atlas' (ids of atlas {recipe.atlas!r}) but the model's "
+            f"vocabulary has only the reserved ids (vocab_size={vocab_size}): use "
+            "FMRIRecipe(space='coords') to place parcels by their centroids, or a model "
+            f"trained with {recipe.atlas!r}'s parcels as its vocabulary (vocab_size = 2 + "
+            "parcels)"
+        )
 
 
 def as_recipe(recipe, modality: str = "eeg") -> EEGRecipe | FMRIRecipe:
