@@ -99,6 +99,10 @@ def test_chbmit(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="neurofm"):
         again = {r.id: r for r in read_dataset("chbmit", root)}
     assert "differ" in caplog.text and again["chb01_03"].events[0].onset == 2.5
+    # a subject list picks subjects; a typo is named, not an empty corpus (issue 13)
+    assert {r.subject for r in read_dataset("chbmit", root, subjects="chb02")} == {"chb02"}
+    with pytest.raises(NeurofmError, match="invalid CHB-MIT subject 'chb2' .did you mean 'chb02'"):
+        read_dataset("chbmit", root, subjects=["chb01", "chb2"])
 
 
 def test_chbmit_real_wfdb_seizures_file():
@@ -357,6 +361,9 @@ def test_eegmmidb(tmp_path):
     assert labels == {"rest", "left_fist", "right_fist"}
     raw = rec.load()
     assert set(raw.annotations.description) == labels  # T0/T1/T2 replaced, not duplicated
+    assert list(read_dataset("eegmmidb", tmp_path, runs=[4])) == []
+    with pytest.raises(NeurofmError, match="invalid eegmmidb run 15"):
+        list(read_dataset("eegmmidb", tmp_path, runs=[3, 15]))
 
 
 def test_sleep_edf(tmp_path):

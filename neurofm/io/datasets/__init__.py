@@ -20,8 +20,13 @@ name           layout read
 ``dreamer``    ``DREAMER.mat``
 ``eegmmidb``   ``SXXX/SXXXRYY.edf`` with EDF+ annotations T0/T1/T2
 ``sleep-edf``  ``*-PSG.edf`` + ``*-Hypnogram.edf`` pairs
-``manifest``   a CSV with ``path`` and any of subject, session, label, onset, ...
+``manifest``   a CSV with ``path`` and any of subject, session, label, onset, ...;
+               EEG recordings, or fMRI runs (NIfTI images or parcel tables)
 =============  ==============================================================
+
+The corpus's recipe says which modality is read (``read_dataset(..., modality="fmri")``):
+EEG recordings load through :func:`~neurofm.read_eeg`, fMRI runs through
+:func:`~neurofm.read_fmri` (an image with ``atlas=``, a table with its ``t_r``).
 """
 
 from __future__ import annotations
@@ -55,13 +60,15 @@ class Event:
 
 @dataclass
 class Recording:
-    """One recording (or one trial) of a corpus, with who, when and what happened.
+    """One recording (or one trial, or one fMRI run) of a corpus, with who, when and what.
 
     A file-backed recording has ``path``; a trial stored inside a container (SEED's and
     DEAP's ``.mat``) has ``array`` (a loader returning ``(channels, samples)``), ``sfreq``
     and ``ch_names``. ``units`` is what the numbers are in (``read_eeg``'s ``units=``).
     ``label`` is the class of the whole recording (a manifest row's ``label``, TUAB's
     normal/abnormal, a SEED trial's emotion): windows that overlap no event get it.
+    ``modality`` ``"fmri"``: a run read by ``read_fmri`` (``t_r`` for a table's TR);
+    ``reader`` holds the reader's keyword arguments (``read_eeg``'s or ``read_fmri``'s).
     """
 
     dataset: str
@@ -75,17 +82,30 @@ class Recording:
     sfreq: float | None = None
     ch_names: list[str] | None = None
     units: str | float | None = None
-    reader: dict = field(default_factory=dict)  # extra read_eeg keyword arguments
+    reader: dict = field(default_factory=dict)  # extra read_eeg / read_fmri keyword arguments
     id: str = ""
     label: str | None = None
+    modality: str = "eeg"
+    t_r: float | None = None
 
-    def load(self, **kwargs):
-        """The recording as a canonical ``mne.io.Raw`` with its events as annotations."""
+    def load(self, recipe=None, **kwargs):
+        """EEG: a canonical ``mne.io.Raw`` with the events as annotations. fMRI: the
+        (time, parcel) series ``read_fmri`` gives, prepared with ``recipe``."""
+        options = {**self.reader, **kwargs}
+        if self.modality == "fmri":
+            from ..fmri import read_fmri
+
+            if self.t_r is not None:
+                options.setdefault("t_r", self.t_r)
+            source = self.path if self.array is None else self.array()
+            return read_fmri(source, recipe=recipe, **options)
+        return self._load_eeg(options)
+
+    def _load_eeg(self, options: dict):
         import mne
 
         from ..eeg import read_eeg
 
-        options = {**self.reader, **kwargs}
         replace = options.pop("annotations", "add") == "replace"  # events came from the file
         if self.units is not None:
             options.setdefault("units", self.units)
@@ -138,6 +158,9 @@ READERS = {
     "manifest": "manifest:read_manifest",
 }
 DATASETS = tuple(READERS)
+MODALITIES = ("eeg", "fmri")
+#: readers of fMRI runs as well as EEG (they take ``modality=``); the others read EEG
+FMRI_DATASETS = ("manifest",)
 
 
 def _reader(name: str) -> Callable:
@@ -148,38 +171,74 @@ def _reader(name: str) -> Callable:
     return getattr(importlib.import_module(f"{__name__}.{module}"), function)
 
 
+def _parameters(*functions) -> frozenset[str]:
+    """Keyword parameters of ``functions`` (their ``**kwargs`` left out)."""
+    import inspect
+
+    return frozenset(
+        name for f in functions for name, p in inspect.signature(f).parameters.items()
+        if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    )  # fmt: skip
+
+
 @functools.cache
 def read_eeg_options() -> frozenset[str]:
     """Keyword arguments ``read_eeg`` takes: its own and those of MNE's ``read_raw_*``."""
-    import inspect
-
     import mne
 
     from ..eeg import read_eeg
 
     readers = [getattr(mne.io, f) for f in dir(mne.io) if f.startswith("read_raw_")]
-    names = {p for f in (read_eeg, *readers) for p in inspect.signature(f).parameters}
-    return frozenset(names - {"source", "input_fname", "fname", "return_report", "verbose"})
+    names = _parameters(read_eeg, *readers)
+    return names - {"source", "input_fname", "fname", "return_report", "verbose"}
 
 
-def split_reader_options(name: str, options: dict) -> tuple[dict, dict]:
-    """``reader:`` options as (the dataset reader's own, ``read_eeg``'s for every file).
+@functools.cache
+def read_fmri_options() -> frozenset[str]:
+    """Keyword arguments ``read_fmri`` takes (with those it passes on to read the run)."""
+    from .. import fmri
+
+    functions = [getattr(fmri, f) for f in ("read_fmri", "read_parcels") if hasattr(fmri, f)]
+    return _parameters(*functions) - {"source", "recipe"}
+
+
+def _file_reader(modality: str) -> tuple[str, frozenset[str], str]:
+    """(reader name, its options, examples) of one modality's files."""
+    if modality == "fmri":
+        return "read_fmri", read_fmri_options(), "atlas, t_r, confounds, labels, coords, layout"
+    return ("read_eeg", read_eeg_options(),
+            "units, rename, montage, positions, format, or an MNE reader's, e.g. data_format")  # fmt: skip
+
+
+def check_modality(name: str, modality: str) -> None:
+    """Refuse a modality that dataset ``name`` does not hold."""
+    check_option("modality", modality, MODALITIES)
+    if modality == "fmri" and name not in FMRI_DATASETS:
+        raise ConfigError(
+            f"dataset {name!r} holds EEG, but the recipe is fMRI (modality: fmri): list fMRI "
+            "runs (NIfTI images or parcel tables) in a manifest CSV and use dataset: manifest"
+        )
+
+
+def split_reader_options(name: str, options: dict, modality: str = "eeg") -> tuple[dict, dict]:
+    """``reader:`` options as (the dataset reader's own, the file reader's for every file:
+    ``read_eeg``'s, or ``read_fmri``'s for ``modality="fmri"``).
 
     Raises a ``ConfigError`` naming every unknown key with the closest known one.
     """
     import inspect
 
+    check_modality(name, modality)
     params = inspect.signature(_reader(name)).parameters
-    own_names = [p for p in params if p != "root"]
-    eeg_names = read_eeg_options()
+    own_names = [p for p in params if p not in ("root", "modality")]
+    reader, file_names, examples = _file_reader(modality)
     validate_type(options, dict, "reader options", "a mapping such as {positions: {X: Cz}}")
-    unknown = [k for k in options if k not in own_names and k not in eeg_names]
+    unknown = [k for k in options if k not in own_names and k not in file_names]
     if unknown:
         takes = f"{name}'s reader takes {', '.join(own_names)}; " if own_names else ""
         raise ConfigError("\n".join(
-            f"unknown reader option {k!r}{did_you_mean(k, [*own_names, *eeg_names])}: {takes}"
-            "other options go to read_eeg (units, rename, montage, positions, format, "
-            "or an MNE reader's, e.g. data_format)"
+            f"unknown reader option {k!r}{did_you_mean(k, [*own_names, *file_names])}: {takes}"
+            f"other options go to {reader} ({examples})"
             for k in unknown
         ))  # fmt: skip
     own = {k: v for k, v in options.items() if k in own_names}
@@ -198,16 +257,22 @@ def _with_read_options(rec: Recording, options: dict) -> Recording:
     return rec
 
 
-def read_dataset(name: str, root, **options) -> Iterable[Recording]:
+def read_dataset(name: str, root, *, modality: str = "eeg", **options) -> Iterable[Recording]:
     """Recordings of dataset ``name`` under ``root`` (a folder, or the manifest CSV).
 
-    ``options`` are the reader's own (e.g. chbmit's ``subjects``) and ``read_eeg``
-    options applied to every recording (``positions``, ``units``, ``data_format`` ...).
+    ``options`` are the reader's own (e.g. chbmit's ``subjects``) and the file reader's
+    options applied to every recording: ``read_eeg``'s (``positions``, ``units``,
+    ``data_format`` ...), or for ``modality="fmri"`` ``read_fmri``'s (``atlas``, ``t_r``,
+    ``confounds`` ...). A path option starting with ``~`` is expanded.
     """
-    own, read_options = split_reader_options(name, options)
+    own, read_options = split_reader_options(name, options, modality)
     root = Path(root).expanduser()
     if not root.exists():
         raise NeurofmError(f"{root} does not exist: give the folder where {name} was unpacked")
+    if name in FMRI_DATASETS:
+        own["modality"] = modality
+    read_options = {k: str(Path(v).expanduser()) if isinstance(v, str) and v.startswith("~")
+                    else v for k, v in read_options.items()}  # fmt: skip
     recordings = _reader(name)(root, **own)
     return (_with_read_options(r, read_options) for r in recordings) if read_options else recordings
 
@@ -220,4 +285,4 @@ def require(found: list, root: Path, pattern: str, dataset: str) -> list:
     return found
 
 
-__all__ = ["DATASETS", "Event", "Recording", "read_dataset"]
+__all__ = ["DATASETS", "FMRI_DATASETS", "Event", "Recording", "read_dataset"]

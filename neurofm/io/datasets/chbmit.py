@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...utils import NeurofmError, logger
+from ...errors import NeurofmError, check_option, logger
 from . import Event, Recording, require
 
 _SEIZURE = re.compile(r"Seizure(?:\s+\d+)?\s+(Start|End)\s+Time\s*:\s*([\d.]+)\s*sec", re.I)
@@ -93,6 +93,11 @@ def read_chbmit(root: Path, *, subjects=None) -> list[Recording]:
     summaries = {}
     for path in Path(root).rglob("chb*-summary.txt"):
         summaries.update(parse_summary(path))
+    if subjects is not None:
+        found = sorted({re.match(r"(chb\d+)", edf.name).group(1) for edf in edfs})
+        subjects = [subjects] if isinstance(subjects, str) else subjects
+        for subject in subjects:
+            check_option("CHB-MIT subject", subject, found)
     recordings = []
     for edf in edfs:
         subject = re.match(r"(chb\d+)", edf.name).group(1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ...utils import NeurofmError, logger
+from ...errors import NeurofmError, check_option, logger
 from . import Event, Recording, require
 
 #: run -> (T1, T2) meaning; T0 is rest in every task run
@@ -41,6 +41,8 @@ def read_eegmmidb(root: Path, *, runs=None):
     """eegmmidb runs with T0/T1/T2 mapped to what they mean in that run."""
     files = require(sorted(Path(root).rglob("S[0-9][0-9][0-9]R[0-9][0-9].edf")), root,
                     "SXXXRYY.edf files", "eegmmidb")  # fmt: skip
+    for run in [] if runs is None else runs:
+        check_option("eegmmidb run", run, range(1, 15))
     for edf in files:
         subject, run = re.match(r"(S\d{3})R(\d{2})", edf.stem).groups()
         run = int(run)
