@@ -12,10 +12,21 @@ Offline by design. Known names:
 
 Any labels image (3-D, or 4-D with one volume) or probabilistic maps image (4-D) works
 too; centroids are then computed from the image.
+
+Tables of parcel series need names and centroids only, never an image. For them
+(:func:`table_atlas`, used by ``read_fmri(table, atlas=...)``) every Schaefer 2018 variant
+(100 ... 1000 parcels, 7 or 17 networks) is read offline from the CBIG centroid tables
+bundled in ``neurofm/resources/atlas_centroids`` (:func:`schaefer_centroids`; source,
+licence and checksums in the README there). No AAL or DiFuMo table is bundled: tables
+from those atlases need ``coords=`` or the atlas fetched once.
 """
 
 from __future__ import annotations
 
+import csv
+import functools
+import gzip
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -29,6 +40,8 @@ FETCHED = ("schaefer2018", "aal", "difumo")
 PARCELLATIONS = ("ward", "kmeans", "rena", "hierarchical_kmeans")
 KNOWN = [*COORD_ATLASES, "schaefer2018-400", "schaefer2018-400-17", "aal", "aal-spm12",
          "difumo-64", "ward-100"]  # fmt: skip
+SCHAEFER_SIZES = tuple(range(100, 1001, 100))
+CENTROIDS_DIR = "resources/atlas_centroids"  # inside the neurofm package
 
 
 @dataclass
@@ -36,7 +49,7 @@ class Atlas:
     """Parcels: names, centroids (MNI mm) and how to extract them from an image."""
 
     name: str
-    kind: Literal["spheres", "labels", "maps", "parcellation"]
+    kind: Literal["spheres", "labels", "maps", "parcellation", "centroids"]  # centroids: no image
     names: list[str]
     coords: np.ndarray  # (P, 3)
     image: object = None  # labels (3-D) or maps (4-D) image
@@ -122,6 +135,13 @@ def load_atlas(spec, *, labels=None, data_dir=None) -> Atlas:
     import nibabel as nib
 
     if isinstance(spec, Atlas):
+        if spec.kind == "centroids":
+            raise NeurofmError(
+                f"atlas {spec.name} holds parcel names and centroids only, no image to extract "
+                f"from: for an image give the atlas name (atlas={spec.name!r}, its image read "
+                "from the nilearn data folder) or its labels image; centroid-only atlases "
+                "serve tables of parcel series"
+            )
         return spec
     if isinstance(spec, str) and not Path(spec).exists():
         name = spec.lower()
@@ -198,26 +218,13 @@ def _fetched_atlas(base: str, num: str, data_dir) -> Atlas:
     from nilearn import datasets
 
     folder = data_dir or datasets.get_data_dirs()[0]
-    label = f"{base}{'-' + num if num else ''}"
+    label = _check_variant(base, num)
     n, _, variant = num.partition("-")
-    aal_versions = {"": "3v2", "3v2": "3v2", "spm12": "SPM12", "spm8": "SPM8", "spm5": "SPM5"}
-    known = {
-        "schaefer2018": (n or "400") in [str(k) for k in range(100, 1001, 100)]
-        and variant in ("", "7", "17"),
-        "aal": num in aal_versions,
-        "difumo": (n or "64") in ("64", "128", "256", "512", "1024") and not variant,
-    }[base]
-    if not known:
-        raise NeurofmError(
-            f"atlas {label!r} is not a variant neurofm knows: 'schaefer2018-N' (N = 100 ... "
-            "1000 by 100; '-17' for 17 networks), 'aal' (3v2) or 'aal-spm12', 'difumo-N' "
-            "(N = 64, 128, 256, 512, 1024)"
-        )
     fetch = {
         "schaefer2018": lambda: datasets.fetch_atlas_schaefer_2018(
             n_rois=int(n or 400), yeo_networks=int(variant or 7), data_dir=data_dir, verbose=0),
         "aal": lambda: datasets.fetch_atlas_aal(
-            version=aal_versions[num], data_dir=data_dir, verbose=0),
+            version=AAL_VERSIONS[num], data_dir=data_dir, verbose=0),
         "difumo": lambda: datasets.fetch_atlas_difumo(
             dimension=int(n or 64), data_dir=data_dir, verbose=0),
     }[base]  # fmt: skip
@@ -230,11 +237,15 @@ def _fetched_atlas(base: str, num: str, data_dir) -> Atlas:
     try:
         bunch = fetch()
     except Exception as err:
+        if base == "schaefer2018":
+            table = (f"a table of parcel series needs no image: read_fmri(table, "
+                     f"atlas={label!r}) reads the bundled names and centroids")  # fmt: skip
+        else:
+            table = "for a table, coords= (n_parcels x 3, MNI mm) also places the parcels"
         raise NeurofmError(
             f"atlas {label!r} is not in the nilearn data folder {folder} and neurofm works "
             f"offline: fetch it once where there is network (nilearn.datasets) into that "
-            f"folder, or pass the atlas image and labels; for a table, coords= (n_parcels x 3, "
-            f"MNI mm) also places the parcels ({type(err).__name__})"
+            f"folder, or pass the atlas image and labels; {table} ({type(err).__name__})"
         ) from err
     finally:
         socket.socket.connect = real_connect
@@ -242,3 +253,101 @@ def _fetched_atlas(base: str, num: str, data_dir) -> Atlas:
     atlas = load_atlas(bunch.maps, labels=labels or None)
     atlas.name = label
     return atlas
+
+
+AAL_VERSIONS = {"": "3v2", "3v2": "3v2", "spm12": "SPM12", "spm8": "SPM8", "spm5": "SPM5"}
+
+
+def _check_variant(base: str, num: str) -> str:
+    """The atlas label (``base-num``) when neurofm knows the variant, else a NeurofmError."""
+    label = f"{base}{'-' + num if num else ''}"
+    n, _, variant = num.partition("-")
+    known = {
+        "schaefer2018": (n or "400") in [str(k) for k in SCHAEFER_SIZES]
+        and variant in ("", "7", "17"),
+        "aal": num in AAL_VERSIONS,
+        "difumo": (n or "64") in ("64", "128", "256", "512", "1024") and not variant,
+    }[base]
+    if not known:
+        raise NeurofmError(
+            f"atlas {label!r} is not a variant neurofm knows: 'schaefer2018-N' (N = 100 ... "
+            "1000 by 100; '-17' for 17 networks), 'aal' (3v2) or 'aal-spm12', 'difumo-N' "
+            "(N = 64, 128, 256, 512, 1024)"
+        )
+    return label
+
+
+def table_atlas(spec, *, labels=None, data_dir=None) -> Atlas:
+    """The atlas of a table of parcel series: its names and centroids, nothing to extract.
+
+    As :func:`load_atlas`, except that a Schaefer 2018 name (``"schaefer2018-400"``,
+    ``"schaefer2018-400-17"``, ...) reads the bundled CBIG centroid table
+    (:func:`schaefer_centroids`) and needs neither the image nor a network, and that a
+    centroid-only :class:`Atlas` is accepted.
+    """
+    if isinstance(spec, Atlas):
+        return spec
+    if isinstance(spec, str) and not Path(spec).exists():
+        base, _, num = spec.lower().partition("-")
+        if base == "schaefer2018":
+            label = _check_variant(base, num)
+            n, _, variant = num.partition("-")
+            atlas = schaefer_centroids(int(n or 400), int(variant or 7))
+            atlas.name = label  # the name the image path gives it: one atlas, one name
+            return atlas
+    return load_atlas(spec, labels=labels, data_dir=data_dir)
+
+
+def schaefer_centroids(n_rois: int = 400, yeo_networks: int = 7) -> Atlas:
+    """Schaefer 2018 parcel names and centroids (MNI mm), offline.
+
+    From the centroid tables published by CBIG (``Centroid_RAS``, FSL MNI152 1 mm, integer
+    mm) that ship with neurofm; names as nilearn's ``fetch_atlas_schaefer_2018`` labels
+    (release 0.14.3, e.g. ``7Networks_LH_Vis_1``), in label-value order 1 ... ``n_rois``
+    (left hemisphere first). The atlas has no image (``kind="centroids"``): it places the
+    parcels of a table of parcel series; extracting from an image needs the atlas image.
+    """
+    if n_rois not in SCHAEFER_SIZES or yeo_networks not in (7, 17):
+        raise NeurofmError(
+            f"Schaefer 2018 comes in n_rois = 100 ... 1000 by 100 and yeo_networks = 7 or 17, "
+            f"got n_rois={n_rois!r}, yeo_networks={yeo_networks!r}"
+        )
+    names, coords = _schaefer_table(n_rois, yeo_networks)
+    name = f"schaefer2018-{n_rois}" + ("-17" if yeo_networks == 17 else "")
+    return Atlas(name, "centroids", list(names), coords.copy(),
+                 values=list(range(1, n_rois + 1)))  # fmt: skip
+
+
+def schaefer_table_name(n_rois: int, yeo_networks: int) -> str:
+    """The bundled file of one Schaefer 2018 variant (CBIG's name, gzip-compressed)."""
+    return (f"Schaefer2018_{n_rois}Parcels_{yeo_networks}Networks_order_FSLMNI152_1mm"
+            ".Centroid_RAS.csv.gz")  # fmt: skip
+
+
+@functools.cache
+def _schaefer_table(n_rois: int, yeo_networks: int) -> tuple[tuple[str, ...], np.ndarray]:
+    """(names, read-only (n, 3) coords) of one bundled table, checked on the way in."""
+    from importlib import resources
+
+    fname = schaefer_table_name(n_rois, yeo_networks)
+    try:
+        raw = resources.files("neurofm").joinpath(f"{CENTROIDS_DIR}/{fname}").read_bytes()
+        rows = list(csv.reader(io.StringIO(gzip.decompress(raw).decode("ascii"))))
+    except (OSError, EOFError, UnicodeDecodeError) as err:  # missing file, bad gzip
+        raise NeurofmError(
+            f"the Schaefer 2018 centroid table {fname} is missing or damaged in this neurofm "
+            f"install ({type(err).__name__}: {err}): reinstall neurofm (the file is package "
+            "data under neurofm/resources/atlas_centroids), or give coords= (n_parcels x 3, "
+            "MNI mm)"
+        ) from err
+    header, body = rows[:1], rows[1:]
+    ok = header == [["ROI Label", "ROI Name", "R", "A", "S"]] and len(body) == n_rois
+    ok = ok and all(len(r) == 5 and r[0] == str(i) for i, r in enumerate(body, 1))
+    if not ok:
+        raise NeurofmError(
+            f"the bundled Schaefer 2018 table {fname} is malformed (expected the header "
+            f"'ROI Label,ROI Name,R,A,S' and rows 1 ... {n_rois}): reinstall neurofm"
+        )
+    coords = np.array([[float(v) for v in r[2:]] for r in body])
+    coords.flags.writeable = False
+    return tuple(r[1] for r in body), coords
