@@ -23,6 +23,8 @@ from importlib import resources
 
 import numpy as np
 
+from .errors import ChannelError
+
 PAD, UNK = 0, 1
 SPECIAL = ("<pad>", "<unk>")
 
@@ -309,7 +311,7 @@ def map_channels(names, types=None, include=EEG_TYPES, rename=None) -> ChannelRe
     names = list(names)
     types = list(types) if types is not None else [None] * len(names)
     if len(types) != len(names):
-        raise ValueError(f"got {len(names)} names but {len(types)} types")
+        raise ChannelError(f"got {len(names)} names but {len(types)} types: give one type per name")
     rename = rename or {}
     infos: list[ChannelInfo] = []
     stripped = [_strip(rename.get(n, n)) for n in names]
@@ -422,7 +424,7 @@ class ChannelTable:
 
     def __post_init__(self):
         if len(self.names) != len(self.kinds):
-            raise ValueError(f"{len(self.names)} names but {len(self.kinds)} kinds")
+            raise ChannelError(f"{len(self.names)} names but {len(self.kinds)} kinds: one each")
 
     @classmethod
     def from_report(cls, report: ChannelReport) -> ChannelTable:

@@ -37,8 +37,22 @@ import numpy as np
 import torch
 
 from .channels import UNK, ChannelTable
-from .errors import NeurofmError, SignalError, logger, validate_type
-from .preprocess.recipe import EEGRecipe, FMRIRecipe, _modality, as_recipe, check_tr
+from .errors import (
+    NeurofmError,
+    SignalError,
+    check_finite,
+    check_option,
+    logger,
+    validate_type,
+)
+from .preprocess.recipe import (
+    MODALITIES,
+    EEGRecipe,
+    FMRIRecipe,
+    _modality,
+    as_recipe,
+    check_tr,
+)
 from .tokens import Tokens, collate, patchify
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -77,6 +91,8 @@ def iter_tokens(source, recipe: EEGRecipe | FMRIRecipe | dict | None = None, *,
     **read_kwargs
         Passed to the reader (``read_eeg`` or ``read_fmri``).
     """
+    validate_type(batch_size, int, "batch_size", "a whole number of windows")
+    check_finite(batch_size, "batch_size", low=1)
     grid, recipe = _prepare(source, recipe, picks, chunk_seconds, read_kwargs)
     ever_real = np.zeros(len(grid.names), bool)
     n_windows = (grid.n_samples - recipe.window_len) // recipe.stride_len + 1
@@ -180,6 +196,7 @@ def _prepare(source, recipe, picks, chunk_seconds, read_kwargs) -> tuple[_Grid, 
         modality = "fmri" if _looks_fmri(source) else "eeg"
     else:
         modality = _modality(recipe) if isinstance(recipe, dict | EEGRecipe | FMRIRecipe) else "eeg"
+        check_option("recipe modality", modality, MODALITIES)
     if modality == "eeg":
         recipe = as_recipe(recipe, "eeg")
         return _eeg_grid(source, recipe, picks, chunk_seconds, read_kwargs), recipe

@@ -72,8 +72,8 @@ def test_haxby_to_tokens_and_the_encoder():
     np.testing.assert_allclose(tokens.t[1].numpy(), [100, 125, 150, 175])
     from neurofm.models import create_model
 
-    model = create_model("fmri-tiny", patch_len=10, patch_seconds=25.0)
-    assert model.recipe.t_r == 2.5
+    model = create_model("fmri-tiny", recipe=recipe)  # the recipe is the patch geometry
+    assert (model.recipe.patch_len, model.recipe.patch_seconds) == (10, 25.0)
     out = model(tokens)
     assert out.pooled.shape == (3, 64)
 
@@ -444,7 +444,7 @@ def test_table_coordinates_flagged_or_given(tmp_path):
     with pytest.raises(NeurofmError, match="counts disagree"):
         read_fmri(tmp_path / "dos.npy", t_r=2.0, coords=coords[:10], labels=range(160))
     with pytest.raises(NeurofmError, match="coords="):  # not bundled, not on disk
-        read_fmri(tmp_path / "dos.npy", t_r=2.0, atlas="schaefer2018-100-17", data_dir=tmp_path)
+        read_fmri(tmp_path / "dos.npy", t_r=2.0, atlas="difumo-64", data_dir=tmp_path)
     with pytest.raises(NeurofmError, match="not a variant neurofm knows"):
         read_fmri(tmp_path / "dos.npy", t_r=2.0, atlas="schaefer2018-450", data_dir=tmp_path)
 

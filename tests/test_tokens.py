@@ -257,3 +257,16 @@ def test_import_rules_of_the_seam():
     assert (
         banned(root / "preprocess" / "recipe.py", ("neurofm.channels", "neurofm.preprocess.")) == []
     )
+
+
+def test_tokenize_options_are_checked():
+    raw = _raw(["Fp1", "Cz", "O2"], seconds=10)
+    with pytest.raises(NeurofmError, match="did you mean 'Cz'"):
+        neurofm.tokenize(raw, Recipe(notch=None, window_seconds=4), picks=["Fp1", "cz"])
+    for bad in (0, 2.5, True):
+        with pytest.raises(NeurofmError, match="batch_size"):
+            next(neurofm.iter_tokens(raw, Recipe(notch=None, window_seconds=4), batch_size=bad))
+    with pytest.raises(NeurofmError, match="did you mean 'fmri'"):
+        neurofm.tokenize(raw, {"modality": "fMRi"})
+    picked = neurofm.tokenize(raw, Recipe(notch=None, window_seconds=4), picks="O2")
+    assert picked.names[0] == ("O2",)

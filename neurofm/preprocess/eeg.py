@@ -28,6 +28,7 @@ from ..errors import (
     SignalError,
     SignalWarning,
     check_finite,
+    check_option,
     logger,
     validate_type,
     warn,
@@ -162,7 +163,9 @@ class Stream:
             picks = [raw.ch_names[i] for i in mne.pick_types(raw.info, **types, exclude=())]
         if not picks:
             raise SignalError("no EEG channel to process: read the file with neurofm.read_eeg")
-        self.ch_names = list(picks)
+        self.ch_names = [picks] if isinstance(picks, str) else list(picks)
+        for name in self.ch_names:
+            check_option("picks entry", name, raw.ch_names)
         self._picks = [raw.ch_names.index(n) for n in self.ch_names]
         self.sfreq_in = check_sfreq(
             raw.info["sfreq"], "the recording's sampling rate", SignalError,

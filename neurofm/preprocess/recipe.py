@@ -428,8 +428,8 @@ def as_recipe(recipe, modality: str = "eeg") -> EEGRecipe | FMRIRecipe:
 
         return load_config(recipe, cls)
     public = "neurofm.Recipe" if modality == "eeg" else "neurofm.FMRIRecipe"
-    other = "fMRI, use neurofm.tokenize_fmri" if modality == "eeg" else "EEG, use neurofm.tokenize"
-    hint = f" (for {other})" if _modality(recipe) != modality else ""
+    given = _modality(recipe) if isinstance(recipe, Mapping | EEGRecipe | FMRIRecipe) else None
+    hint = f" (an {given} recipe, here {modality} is prepared)" if given else ""
     raise NeurofmError(
         f"recipe must be a {public} or a dict of its fields, got {type(recipe).__name__}"
         f"{hint}: e.g. {public.split('.')[1]}() or {{}} for the defaults"
