@@ -444,3 +444,14 @@ def test_manifest_and_yaml_reader_place_electrodes(tmp_path):
     scalp = json.loads((shards / "scalp" / "meta.json").read_text())
     pos = dict(zip(scalp["channels"], np.load(shards / "scalp" / "pos.npy"), strict=True))
     assert np.isfinite(pos["Cz"]).all() and np.array_equal(pos["G1"], pos["Cz"])
+
+
+def test_shards_made_with_another_recipe_than_the_models_are_refused(corpus):
+    # issue 13: the dataset checks the shard recipe against the model's
+    from neurofm.preprocess import Recipe
+
+    out, _ = corpus
+    assert ShardDataset(out).recipe == Recipe(notch=60.0)
+    ShardDataset(out, recipe=Recipe(notch=60.0).model_dump())  # a checkpoint's dict works too
+    with pytest.raises(NeurofmError, match=r"another recipe than the model's \(recipe.notch .*50"):
+        ShardDataset(out, recipe=Recipe(notch=50.0))

@@ -52,6 +52,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import NeurofmError, ShardError, check_option, warn
+from ..preprocess.recipe import EEGRecipe, FMRIRecipe, recipe_from_dict
 from ..tokens import Tokens, collate
 from .shards import (
     DATA_FILES,
@@ -59,6 +60,7 @@ from .shards import (
     SHARDS,
     STATS,
     ShardWarning,
+    _differences,
     file_sha256,
     read_meta,
     verify_shard,
@@ -134,19 +136,22 @@ class ShardDataset(IterableDataset):
     max_damaged : int | None
         Damaged shards skipped with a warning before iteration raises ``ShardError``
         (default: 1% of the shards, at least 1).
+    recipe : Recipe | FMRIRecipe | dict | None
+        A model's recipe: shards prepared otherwise are refused, naming every field that
+        differs (``ds.recipe`` is the shards' own).
     """
 
     def __init__(self, root, *, split: str | None = None, shuffle: bool = True, seed: int = 0,
                  batch_size: int = 64, mix: int = 4, bucket: bool = False,
                  rank: int | None = None, world_size: int | None = None,
                  remainder: str = "pad", verify: bool = True,
-                 max_damaged: int | None = None):  # fmt: skip
+                 max_damaged: int | None = None, recipe=None):  # fmt: skip
         check_option("remainder", remainder, REMAINDERS)
         for name, value in (("batch_size", batch_size), ("mix", mix)):
             if not isinstance(value, int) or value < 1:
                 raise NeurofmError(f"{name} must be a whole number >= 1, got {value!r}")
         self.root = Path(root)
-        index = _read_index(self.root)
+        index, self._stats = _read_index(self.root)
         if split is not None:
             index = index[index["split"] == split]
             if index.empty:
@@ -159,6 +164,35 @@ class ShardDataset(IterableDataset):
         self.remainder, self.verify = remainder, verify
         self.max_damaged = max(1, len(index) // 100) if max_damaged is None else max_damaged
         self._damaged: dict[str, str] = {}  # shard -> why, in this process
+        if recipe is not None:
+            self.check_recipe(recipe)
+
+    @property
+    def recipe(self) -> EEGRecipe | FMRIRecipe:
+        """The recipe the shards were made with (from ``stats.json``)."""
+        recipes = self._stats.get("recipes")
+        if recipes is None:  # a corpus indexed before stats.json listed its recipes
+            first = self.root / SHARDS / str(self.index.id[0])
+            recipes = [read_meta(first)["made_with"]["recipe"]]
+        if len(recipes) != 1:
+            raise ShardError(f"the shards under {self.root} were made with {len(recipes)} "
+                             "different recipes: rerun `neurofm preprocess` into a new out")  # fmt: skip
+        return recipe_from_dict(recipes[0])
+
+    def check_recipe(self, recipe) -> None:
+        """Refuse shards prepared otherwise than ``recipe`` (a model's), naming what differs."""
+        have, want = self.recipe, recipe_from_dict(recipe)
+        if have.modality != want.modality:
+            raise NeurofmError(f"the shards under {self.root} hold {have.modality} windows; the "
+                               f"model takes {want.modality}")  # fmt: skip
+        diffs = _differences({"recipe": have.model_dump(mode="json")},
+                             {"recipe": want.model_dump(mode="json")})  # fmt: skip
+        if diffs:
+            raise NeurofmError(
+                f"the shards under {self.root} were prepared with another recipe than the "
+                f"model's ({'; '.join(diffs[:4])}: the shards' value -> the model's): run "
+                "`neurofm preprocess` again with the model's recipe (model.recipe), into a new out"
+            )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -323,7 +357,8 @@ class ShardDataset(IterableDataset):
 
 
 def _read_index(root: Path):
-    """``index.csv`` checked against ``stats.json``, with ``splits.json`` applied."""
+    """``index.csv`` checked against ``stats.json``, with ``splits.json`` applied; and the
+    statistics."""
     import pandas as pd
 
     index_path = root / INDEX
@@ -331,7 +366,8 @@ def _read_index(root: Path):
         raise NeurofmError(f"{root} has no {INDEX}: run `neurofm preprocess` first")
     fix = "rerun `neurofm preprocess` (it keeps finished shards) to rebuild it"
     try:
-        want = json.loads((root / STATS).read_text())["index_sha256"]
+        stats = json.loads((root / STATS).read_text())
+        want = stats["index_sha256"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ShardError(f"{root / STATS} is missing or damaged ({err!r}): {fix}") from None
     if file_sha256(index_path) != want:
@@ -346,4 +382,4 @@ def _read_index(root: Path):
             index["split"] = index.subject.map(by_subject).fillna(index["split"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise ShardError(f"{splits_file} is damaged ({err!r}): rerun make_splits") from None
-    return index
+    return index, stats

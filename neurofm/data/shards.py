@@ -59,7 +59,7 @@ from ..errors import (
     logger,
     warn,
 )
-from ..preprocess import Recipe
+from ..preprocess import AnyRecipe, EEGRecipe, FMRIRecipe, Recipe
 from ..utils import atomic_write
 
 SHARDS, INDEX, STATS, FAILURES = "shards", "index.csv", "stats.json", "failures.jsonl"
@@ -75,9 +75,11 @@ class CorpusConfig(StrictConfig):
     root: str = Field(description="where the dataset was unpacked (or the manifest CSV)")
     out: str = Field(description="output folder for shards, index and statistics")
     reader: dict = Field(default_factory=dict,
-                         description="the dataset reader's options (e.g. subjects) and "
-                                     "read_eeg options for every file (positions, units ...)")  # fmt: skip
-    recipe: Recipe = Field(default_factory=Recipe)
+                         description="the dataset reader's options (e.g. subjects), and "
+                                     "read_eeg's (positions, units ...) or read_fmri's "
+                                     "(atlas, t_r ...) for every file")  # fmt: skip
+    recipe: AnyRecipe = Field(default_factory=Recipe,
+                              description="EEG (Recipe) or fMRI (modality: fmri, FMRIRecipe)")  # fmt: skip
     workers: int = Field(2, ge=1, description="processes; one recording each at a time")
     dtype: Literal["float16", "float32"] = "float16"
     background: str = Field("bckg", description="label of windows that overlap no event")
@@ -97,7 +99,8 @@ class CorpusConfig(StrictConfig):
     def _check_reader(self):
         from ..io.datasets import split_reader_options
 
-        split_reader_options(self.dataset, self.reader)  # unknown dataset or option: fail now
+        # an option unknown to the reader, or a dataset without the recipe's modality: now
+        split_reader_options(self.dataset, self.reader, self.recipe.modality)
         return self
 
 
@@ -200,15 +203,26 @@ def _write_json(path: Path, obj) -> None:
 
 def _source_identity(rec) -> dict:
     """What the shard was read from: file names, sizes and mtimes (not folders: a moved
-    corpus is the same corpus), and for arrays in containers their sfreq, names, units."""
+    corpus is the same corpus) of the recording and of files its reader options name (an
+    atlas image, confounds), and for arrays in containers their sfreq, names, units; for
+    an fMRI run its TR as given."""
     files = [rec.path] if rec.path else [a for a in getattr(rec.array, "args", ())
                                          if isinstance(a, str | Path)]  # fmt: skip
+    files += [v for v in rec.reader.values() if isinstance(v, str | Path)]
     stats = [(Path(f).name, Path(f).stat()) for f in files if Path(f).is_file()]
+    fmri = {"t_r": rec.t_r} if rec.modality == "fmri" else {}
     return {"id": rec.id, "files": [[n, s.st_size, int(s.st_mtime)] for n, s in stats],
-            "sfreq": rec.sfreq, "ch_names": rec.ch_names, "units": rec.units}  # fmt: skip
+            "sfreq": rec.sfreq, "ch_names": rec.ch_names, "units": rec.units, **fmri}  # fmt: skip
 
 
-def made_with(rec, recipe: Recipe, dtype: str, background: str) -> dict:
+def _seconds(loaded) -> float:
+    """The length of a loaded recording: an EEG Raw, or an fMRI (time, parcel) series."""
+    if hasattr(loaded, "n_times"):
+        return loaded.n_times / loaded.info["sfreq"]
+    return loaded.sizes["time"] * loaded.attrs["t_r"]
+
+
+def made_with(rec, recipe: EEGRecipe | FMRIRecipe, dtype: str, background: str) -> dict:
     """Everything a shard's contents depend on, in JSON form (compared on resume)."""
     made = {
         "recipe": recipe.model_dump(mode="json"), "reader": rec.reader, "dtype": dtype,
@@ -246,7 +260,7 @@ def shard_state(shard: Path, expected: dict) -> tuple[str, str]:
     return ("stale", "; ".join(diffs[:3])) if diffs else ("done", "")
 
 
-def write_shard(rec, recipe: Recipe, out: Path, *, dtype="float16", background="bckg",
+def write_shard(rec, recipe: EEGRecipe | FMRIRecipe, out: Path, *, dtype="float16", background="bckg",
                 overwrite: bool = False) -> dict:  # fmt: skip
     """Tokenize one :class:`~neurofm.io.datasets.Recording` into ``out/shards/<id>/``.
 
@@ -274,14 +288,14 @@ def write_shard(rec, recipe: Recipe, out: Path, *, dtype="float16", background="
 
 def _fill_shard(rec, recipe, work: Path, final: Path, made: dict, dtype, background) -> dict:
     from .. import __version__
-    from ..tokens import iter_tokens
+    from ..windows import iter_tokens
 
-    raw = rec.load()
+    loaded = rec.load(recipe)  # an EEG Raw, or an fMRI series prepared at the recipe's TR
     writers = {name: NpyAppender(work / f"{name}.npy", dt) for name, dt in
                (("x", dtype), ("mask", bool), ("t", np.float32))}  # fmt: skip
     window_labels, names, space, pos, last_start = [], None, None, None, 0.0
     sample_sum = None
-    for batch in iter_tokens(raw, recipe, batch_size=64):
+    for batch in iter_tokens(loaded, recipe, batch_size=64):
         writers["x"].append(batch.x.numpy())
         writers["mask"].append(batch.mask.numpy())
         writers["t"].append(batch.t.numpy())
@@ -299,7 +313,7 @@ def _fill_shard(rec, recipe, work: Path, final: Path, made: dict, dtype, backgro
         raise NeurofmError(f"{rec.id}: shorter than one window ({recipe.window_seconds} s)")
     np.save(work / "space.npy", space)
     np.save(work / "pos.npy", pos)
-    seconds = raw.n_times / raw.info["sfreq"]
+    seconds = _seconds(loaded)
     covered = last_start + recipe.window_seconds
     meta = {
         "id": final.name, "dataset": rec.dataset, "subject": rec.subject,
@@ -477,7 +491,8 @@ def preprocess_corpus(config: CorpusConfig, *, progress: bool = True) -> dict:
     out = _writable(config.out)
     for leftover in [*(out / SHARDS).glob("*" + PARTIAL), *(out / SHARDS).glob("*" + STALE)]:
         shutil.rmtree(leftover, ignore_errors=True)  # left by a crash: redone below
-    recordings = list(read_dataset(config.dataset, config.root, **config.reader))
+    recordings = list(read_dataset(config.dataset, config.root, modality=config.recipe.modality,
+                                   **config.reader))  # fmt: skip
     if config.max_files:
         recordings = recordings[: config.max_files]
     ids = [shard_id(r) for r in recordings]
@@ -548,6 +563,8 @@ def write_index(out: Path, *, failures=()) -> dict:
                     "per_recording": dropped},
         "channels_seen": dict(channels.most_common()),
         "montages": dict(Counter(table.montage).most_common(20)),
+        "recipes": list({json.dumps(m["made_with"]["recipe"], sort_keys=True): m["made_with"]["recipe"]
+                         for m in metas}.values()),
         "failures": len(failures), "index_sha256": file_sha256(out / INDEX),
     }  # fmt: skip
     _write_json(out / STATS, stats)
