@@ -21,9 +21,20 @@ from ..channels import (
     unknown_hint,
 )
 from ..channels import positions as template_positions
-from ..errors import ChannelWarning, FileFormatWarning, NeurofmWarning, validate_type, warn
+from ..errors import (
+    ChannelError,
+    ChannelWarning,
+    EEGReadError,
+    FileFormatWarning,
+    NeurofmWarning,
+    UnitsError,
+    check_option,
+    did_you_mean,
+    logger,
+    validate_type,
+    warn,
+)
 from ..preprocess.recipe import check_sfreq
-from ..utils import ChannelError, EEGReadError, UnitsError, check_option, did_you_mean, logger
 from .edf import SAMPLE_BYTES, check_header, read_header
 
 # format name -> (MNE reader, extensions)
