@@ -55,7 +55,7 @@ GEOMETRY = ("patch_len", "patch_seconds")
 #: how errors name things, by modality: EEG channels and samples, fMRI parcels and TRs
 _WORDS = {
     "eeg": dict(
-        unit="channel", samples="samples", tokenize="neurofm.tokenize(raw, model.recipe)",
+        a="an EEG", unit="channel", samples="samples", tokenize="neurofm.tokenize(raw, model.recipe)",
         ids="EEG ids come from neurofm.eeg_vocabulary()",
         place="Drop the channel (picks=...), or give its position (read_eeg(..., "
         "positions=...)) to a model with coord_frequencies > 0 (an imported LaBraM table "
@@ -63,7 +63,7 @@ _WORDS = {
         recipe="neurofm.Recipe(sfreq=..., patch_seconds=...)",
     ),
     "fmri": dict(
-        unit="parcel", samples="TRs", tokenize="neurofm.tokenize_fmri(series, model.recipe)",
+        a="an fMRI", unit="parcel", samples="TRs", tokenize="neurofm.tokenize_fmri(series, model.recipe)",
         ids="parcel ids are 2 + the parcel's index in the model's atlas "
         "(FMRIRecipe.space='atlas') or UNK (space='coords')",
         place="This model places parcels by their centroid: read the table with its atlas "
@@ -521,8 +521,8 @@ def _recipe_for(config: EncoderConfig, recipe) -> EEGRecipe | FMRIRecipe:
     recipe = recipe_from_dict(recipe)
     if recipe.modality != config.modality:
         raise ConfigError(
-            f"a {config.modality} model ({config.name}) cannot take a {recipe.modality} recipe: "
-            f"give it a {_WORDS[config.modality]['recipe']}"
+            f"{_WORDS[config.modality]['a']} model ({config.name}) cannot take "
+            f"{_WORDS[recipe.modality]['a']} recipe: give it a {_WORDS[config.modality]['recipe']}"
         )
     return recipe
 

@@ -18,12 +18,13 @@ def plain_cpu(x: torch.Tensor, weight: torch.Tensor) -> bool:
 class Mlp(nn.Sequential):
     """fc1 -> GELU -> fc2 (-> dropout): (..., dim) -> (..., dim).
 
-    On the CPU, rows run in blocks whose hidden activations stay near ``chunk_bytes``. The
-    hidden layer is 4x the width: for a whole batch it is tens of MB per call, which glibc
-    serves as fresh zeroed pages every time (allocations above its 32 MB mmap ceiling), so
-    page faults cost as much as the matmuls. Row blocks give identical results and
-    gradients (rows are independent) and stay in recycled, cached memory. On accelerators,
-    and for sharded weights, the MLP is one call.
+    On the CPU without autograd, rows run in blocks whose hidden activations stay near
+    ``chunk_bytes``. The hidden layer is 4x the width: for a whole batch it is tens of MB
+    per call, which glibc serves as fresh zeroed pages every time (allocations above its
+    32 MB mmap ceiling), so page faults cost as much as the matmuls. Row blocks give
+    identical results (rows are independent) and stay in recycled, cached memory. With
+    autograd every block's activations are kept for the backward pass anyway, so there is
+    nothing to recycle; on accelerators and for sharded weights the MLP is one call.
     """
 
     chunk_bytes = 8 << 20
@@ -35,7 +36,7 @@ class Mlp(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = max(256, self.chunk_bytes // (self[0].out_features * x.element_size()))
         flat = x.reshape(-1, x.shape[-1])
-        if flat.shape[0] <= rows or not plain_cpu(x, self[0].weight):
+        if flat.shape[0] <= rows or torch.is_grad_enabled() or not plain_cpu(x, self[0].weight):
             return self[3](self._mlp(x))
         out = torch.cat([self._mlp(part) for part in flat.split(rows)])
         return self[3](out.view(*x.shape[:-1], out.shape[-1]))
