@@ -125,9 +125,10 @@ def _preprocess(config: CorpusConfig) -> int:
     from neurofm.data import preprocess_corpus
 
     stats = preprocess_corpus(config, progress=sys.stderr.isatty())
+    units = "parcels" if config.recipe.modality == "fmri" else "channels"
     print(f"{config.dataset}: {stats['recordings']} recordings, {stats['windows']} windows "
           f"({stats['hours']:g} h), {stats['subjects']} subjects, "
-          f"{len(stats['channels_seen'])} channels, {stats['failures']} failures -> {config.out}")  # fmt: skip
+          f"{len(stats['channels_seen'])} {units}, {stats['failures']} failures -> {config.out}")  # fmt: skip
     dropped = stats["dropped"]
     if dropped["recordings"]:
         print(f"note: {dropped['seconds']:g} s at the ends of {dropped['recordings']} recordings "

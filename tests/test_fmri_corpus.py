@@ -167,7 +167,7 @@ def test_fmri_through_the_cli(study, tmp_path, capsys):
 
     _config(study, tmp_path / "out")
     assert main(["preprocess", str(tmp_path / "cfg.yaml"), "max_files=1"]) == 0
-    assert "1 recordings, 4 windows" in capsys.readouterr().out
+    assert "1 recordings, 4 windows (0.022 h), 1 subjects, 6 parcels" in capsys.readouterr().out
 
 
 def test_modality_mistakes_are_named(study, tmp_path):
