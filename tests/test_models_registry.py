@@ -63,6 +63,23 @@ def replace(tokens: Tokens, **fields) -> Tokens:
     return Tokens(**{n: fields.get(n, getattr(tokens, n)) for n in names})
 
 
+def with_noise_at(tokens: Tokens, where: torch.Tensor) -> Tokens:
+    """The same tokens with loud new signal at ``where`` (B, S, N)."""
+    x = tokens.x.clone()
+    x[where] += 10 * torch.randn_like(x[where])
+    return replace(tokens, x=x)
+
+
+def assert_same_features(a, b, where: torch.Tensor) -> None:
+    torch.testing.assert_close(a.tokens[where], b.tokens[where], rtol=0, atol=1e-5)
+    torch.testing.assert_close(a.pooled, b.pooled, rtol=0, atol=1e-5)
+
+
+def small_eeg(attention: str) -> Encoder:
+    extra = {"cls_token": False} if attention == "divided" else {}  # no [CLS] in divided
+    return small("eeg-tiny", attention=attention, **extra).eval()
+
+
 # ---------------------------------------------------------------------- every model
 @pytest.mark.parametrize("name", list_models())
 def test_forward(name):
@@ -307,20 +324,16 @@ def test_fsdp2_sharded_model_saves_a_full_checkpoint(tmp_path, process_group):
 def test_hidden_tokens_content_reaches_nothing(attention):
     """Hidden tokens become [MASK]: changing their signal changes no feature at all
     (LaBraM's per-sample GroupNorm statistics leave them out too)."""
-    extra = {"cls_token": False} if attention == "divided" else {}
-    model = small("eeg-tiny", attention=attention, **extra).eval()
+    model = small_eeg(attention)
     tokens = tokens_for(model, N=4)
     hidden = torch.zeros_like(tokens.mask)
     hidden[:, 0, 1:3] = True
     hidden[1, :, -1] = True  # padding: never counted as hidden
-    noisy = tokens.x.clone()
-    noisy[hidden] += 10 * torch.randn_like(noisy[hidden])
     with torch.no_grad():
         a = model(tokens, hidden=hidden)
-        b = model(replace(tokens, x=noisy), hidden=hidden)
+        b = model(with_noise_at(tokens, hidden), hidden=hidden)
         plain = model(tokens)
-    torch.testing.assert_close(a.tokens[tokens.mask], b.tokens[tokens.mask], rtol=0, atol=1e-5)
-    torch.testing.assert_close(a.pooled, b.pooled, rtol=0, atol=1e-5)
+    assert_same_features(a, b, tokens.mask)
     assert torch.equal(a.hidden, hidden & tokens.mask)
     assert not torch.allclose(a.tokens[hidden & tokens.mask], plain.tokens[hidden & tokens.mask])
 
@@ -329,8 +342,7 @@ def test_hidden_tokens_content_reaches_nothing(attention):
 def test_dropped_tokens_influence_nothing(attention):
     """Dropped tokens are out of the input: the others' features equal those of the same
     tokens with the dropped ones removed (a whole unit sliced away, or marked padding)."""
-    extra = {"cls_token": False} if attention == "divided" else {}
-    model = small("eeg-tiny", attention=attention, **extra).eval()
+    model = small_eeg(attention)
     tokens = tokens_for(model, N=4)
     dropped = torch.zeros_like(tokens.mask)
     dropped[:, 1] = True  # a whole channel ...
@@ -339,24 +351,20 @@ def test_dropped_tokens_influence_nothing(attention):
         keep = [0, 2]
         sliced = model(Tokens(x=tokens.x[:, keep], space=tokens.space[:, keep],
                               pos=tokens.pos[:, keep], t=tokens.t, mask=tokens.mask[:, keep]))  # fmt: skip
-    real = tokens.mask[:, keep]
-    torch.testing.assert_close(out.tokens[:, keep][real], sliced.tokens[real], rtol=0, atol=1e-5)
-    torch.testing.assert_close(out.pooled, sliced.pooled, rtol=0, atol=1e-5)
-    assert (out.tokens[:, 1] == 0).all() and not out.visible[:, 1].any()
+    out.tokens = out.tokens[:, keep]
+    assert_same_features(out, sliced, tokens.mask[:, keep])
+    assert not out.visible[:, 1].any()
 
     dropped = torch.rand(tokens.mask.shape, generator=torch.Generator().manual_seed(1)) < 0.4
     dropped[1, :, -1] = True  # padding: dropping it changes nothing
-    noisy = tokens.x.clone()
-    noisy[dropped] += 10 * torch.randn_like(noisy[dropped])
     with torch.no_grad():
         a = model(tokens, dropped=dropped)
-        b = model(replace(tokens, x=noisy), dropped=dropped)
+        b = model(with_noise_at(tokens, dropped), dropped=dropped)
         as_padding = model(replace(tokens, mask=tokens.mask & ~dropped))
     visible = tokens.mask & ~dropped
     assert torch.equal(a.visible, visible) and torch.equal(a.mask, tokens.mask)
     for other in (b, as_padding):
-        torch.testing.assert_close(a.tokens[visible], other.tokens[visible], rtol=0, atol=1e-5)
-        torch.testing.assert_close(a.pooled, other.pooled, rtol=0, atol=1e-5)
+        assert_same_features(a, other, visible)
     assert (a.tokens[~visible] == 0).all()
 
 
@@ -385,7 +393,7 @@ def test_training_forward_reads_no_values(name, attention):
     """On the meta device a tensor has no values: any host read (.item(), bool(), nonzero)
     raises. A training step there (forward with hidden tokens and padding, backward) runs,
     so it needs no host sync on any accelerator; validating does read (and raises here)."""
-    extra = {"cls_token": False} if attention == "divided" else {}
+    extra = {"cls_token": False} if attention == "divided" else {}  # no [CLS] in divided
     with torch.device("meta"):
         model = small(name, attention=attention, **extra).train()
         B, S, N, P = 2, 3, 4, model.recipe.patch_len

@@ -1,20 +1,5 @@
 """Moved to :mod:`neurofm.models.layers.embeddings`; this module keeps
 ``neurofm.models.embeddings`` imports working."""
 
-from .layers.embeddings import (
-    ConvPatchEmbed,
-    LinearPatchEmbed,
-    SpatialEmbedding,
-    TimeEmbedding,
-    conv_out_len,
-    fourier_features,
-)
-
-__all__ = [
-    "ConvPatchEmbed",
-    "LinearPatchEmbed",
-    "SpatialEmbedding",
-    "TimeEmbedding",
-    "conv_out_len",
-    "fourier_features",
-]
+from .layers.embeddings import *  # noqa: F403
+from .layers.embeddings import __all__  # noqa: F401

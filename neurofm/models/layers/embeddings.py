@@ -29,6 +29,15 @@ from ...channels import UNK
 from ...errors import NeurofmError
 from .norm import group_norm
 
+__all__ = [
+    "ConvPatchEmbed",
+    "LinearPatchEmbed",
+    "SpatialEmbedding",
+    "TimeEmbedding",
+    "conv_out_len",
+    "fourier_features",
+]
+
 
 def conv_out_len(patch_len: int) -> int:
     """Length of LaBraM's first temporal conv output (kernel 15, stride 8, padding 7)."""
