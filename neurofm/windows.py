@@ -218,6 +218,12 @@ def _eeg_grid(source, recipe: EEGRecipe, picks, chunk_seconds, read_kwargs) -> _
     from .io.eeg import read_eeg
     from .preprocess.eeg import Stream
 
+    if _looks_fmri(source):
+        raise NeurofmError(
+            f"{Path(source).name if isinstance(source, str | Path) else type(source).__name__} "
+            "looks like fMRI (a parcel series or a NIfTI run) but the recipe is an EEG one: "
+            "tokenize it with a neurofm.FMRIRecipe"
+        )
     canonical = isinstance(source, mne.io.BaseRaw) and ChannelTable.of(source) is not None
     raw = source if canonical and not read_kwargs else read_eeg(source, **read_kwargs)
     stream = Stream(raw, recipe, picks=picks, chunk_seconds=chunk_seconds)

@@ -621,6 +621,9 @@ def test_tokenize_dispatches_on_the_recipes_modality(tmp_path):
         neurofm.tokenize(series, recipe, picks=["vt"])
     with pytest.raises(NeurofmError, match="read_fmri's options"):
         neurofm.tokenize(series, recipe, atlas="power2011")
+    for source in (series, _haxby_run()):
+        with pytest.raises(NeurofmError, match="looks like fMRI.*FMRIRecipe"):
+            neurofm.tokenize(source, neurofm.Recipe())
 
 
 def test_space_atlas_needs_an_atlas_vocabulary():
