@@ -1,14 +1,23 @@
 """Atlases for fMRI: parcel names, centroids (MNI mm) and how to extract them.
 
-Offline by design. Known names:
+Known names:
 
 - coordinate atlases whose tables ship inside the nilearn wheel (exact, published
   coordinates): ``"power2011"`` (264 ROIs, Power et al. 2011), ``"dosenbach2010"`` (160,
   Dosenbach et al. 2010), ``"seitzman2018"`` (300, Seitzman et al. 2020);
-- nilearn's image atlases, read from the nilearn data folder when they were fetched there
-  once: ``"schaefer2018-400"`` (7 networks; ``"schaefer2018-400-17"`` for 17),
-  ``"aal"`` (AAL3v2; ``"aal-spm12"`` for the 116-region AAL), ``"difumo-64"``;
+- nilearn's image atlases, downloaded by nilearn's fetchers on first use and read from
+  the atlas cache afterwards: ``"schaefer2018-400"`` (7 networks;
+  ``"schaefer2018-400-17"`` for 17), ``"aal"`` (AAL3v2; ``"aal-spm12"`` for the
+  116-region AAL), ``"difumo-64"``;
 - data-driven parcellations fitted on the run: ``"ward-100"``, ``"kmeans-100"``, ...
+
+**The atlas cache** (:func:`atlas_dirs`) is ``data_dir=`` when given; else
+``$NEUROFM_HOME/atlases`` when ``NEUROFM_HOME`` is set, then nilearn's data folders
+(``$NILEARN_SHARED_DATA``, ``$NILEARN_DATA``, ``~/nilearn_data``), in nilearn's layout
+(``schaefer_2018/Schaefer2018_400Parcels_7Networks_order_FSLMNI152_1mm.nii.gz`` ...).
+An atlas found in any of them is read from there; a missing one is downloaded into the
+first. **Offline** (``offline=True``, or ``NEUROFM_OFFLINE=1``: :mod:`neurofm.cache`)
+no fetcher is called: a missing atlas is an error naming the exact files to place by hand.
 
 Any labels image (3-D, or 4-D with one volume) or probabilistic maps image (4-D) works
 too; centroids are then computed from the image.
@@ -27,12 +36,15 @@ import csv
 import functools
 import gzip
 import io
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from ..cache import neurofm_home, obtain
 from ..errors import NeurofmError, did_you_mean
 
 COORD_ATLASES = {"power2011": 264, "dosenbach2010": 160, "seitzman2018": 300}
@@ -87,6 +99,8 @@ def _centroids_of_maps(img) -> np.ndarray:
 def _read_label_table(labels, values) -> list[str]:
     if labels is None:
         return [f"label_{v}" for v in values]
+    if isinstance(labels, Mapping):  # label value -> name
+        return [str(labels.get(v, f"label_{v}")) for v in values]
     if isinstance(labels, str | Path):
         import pandas as pd
 
@@ -130,8 +144,12 @@ def _coord_atlas(name: str) -> Atlas:
     return Atlas(name, "spheres", [f"{name}_{i + 1}" for i in range(len(coords))], coords)
 
 
-def load_atlas(spec, *, labels=None, data_dir=None) -> Atlas:
-    """An :class:`Atlas` from a name, an image (path or nibabel) or an Atlas."""
+def load_atlas(spec, *, labels=None, data_dir=None, offline: bool | None = None) -> Atlas:
+    """An :class:`Atlas` from a name, an image (path or nibabel) or an Atlas.
+
+    A nilearn image atlas (``"schaefer2018-400"``, ``"aal"``, ``"difumo-64"``) comes from
+    the atlas cache, downloaded there on first use unless ``offline`` (module docstring).
+    """
     import nibabel as nib
 
     if isinstance(spec, Atlas):
@@ -139,7 +157,7 @@ def load_atlas(spec, *, labels=None, data_dir=None) -> Atlas:
             raise NeurofmError(
                 f"atlas {spec.name} holds parcel names and centroids only, no image to extract "
                 f"from: for an image give the atlas name (atlas={spec.name!r}, its image read "
-                "from the nilearn data folder) or its labels image; centroid-only atlases "
+                "from the atlas cache) or its labels image; centroid-only atlases "
                 "serve tables of parcel series"
             )
         return spec
@@ -154,7 +172,7 @@ def load_atlas(spec, *, labels=None, data_dir=None) -> Atlas:
             return Atlas(name, "parcellation", [], np.zeros((0, 3)), n_parcels=int(num),
                          method=base)  # fmt: skip
         if base in FETCHED:
-            return _fetched_atlas(base, num, data_dir)
+            return _fetched_atlas(base, num, data_dir, offline)
         raise NeurofmError(
             f"unknown atlas {spec!r}{did_you_mean(spec, KNOWN)}: use one of {KNOWN}, "
             "a labels image (3-D) or a probabilistic maps image (4-D)"
@@ -211,46 +229,97 @@ def _image_atlas(spec, labels) -> Atlas:
                  _centroids_of_labels(img, values), image=img, values=values)  # fmt: skip
 
 
-def _fetched_atlas(base: str, num: str, data_dir) -> Atlas:
-    """nilearn's fetchers, offline: the atlas must already be in the nilearn data folder."""
-    import socket
+def atlas_dirs(data_dir=None) -> list[Path]:
+    """Where fetched atlases are looked for, the first also where they are downloaded:
+    ``data_dir`` alone when given; else ``$NEUROFM_HOME/atlases`` when ``NEUROFM_HOME``
+    is set, then nilearn's data folders (``$NILEARN_SHARED_DATA``, ``$NILEARN_DATA``,
+    ``~/nilearn_data``)."""
+    if data_dir is not None:
+        return [Path(data_dir).expanduser()]
+    from nilearn.datasets import get_data_dirs
 
+    home = [neurofm_home() / "atlases"] if os.environ.get("NEUROFM_HOME") else []
+    return [*home, *(Path(d) for d in get_data_dirs())]
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    """One variant of a nilearn image atlas: where its fetcher puts it, how to read it."""
+
+    folder: str  # nilearn's dataset folder under a data folder
+    image: str
+    labels: str  # relative to ``folder``
+    read_labels: Callable[[Path], list | dict]
+    fetch: Callable[[Path], object]  # nilearn's fetcher, given a data folder
+
+
+def _schaefer_labels(path: Path) -> list[str]:
+    """CBIG's ``*_order.txt``: value, name, R, G, B, 0 (tab-separated), one parcel a line."""
+    return [line.split("\t")[1] for line in path.read_text().splitlines() if line.strip()]
+
+
+def _aal_labels(path: Path) -> dict[int, str]:
+    """AAL's label value -> name, from its XML (AAL3, SPM12) or ``ROI_MNI_V4.txt``."""
+    if path.suffix.lower() == ".xml":
+        from xml.etree import ElementTree
+
+        root = ElementTree.parse(path).getroot()
+        return {int(x.find("index").text): x.find("name").text for x in root.iter("label")}
+    rows = (line.split("\t") for line in path.read_text().splitlines() if line.strip())
+    return {int(value): name for _, name, value in rows}
+
+
+def _difumo_labels(path: Path) -> list[str]:
+    """DiFuMo's ``labels_N_dictionary.csv``: its ``Difumo_names`` column."""
+    import pandas as pd
+
+    table = pd.read_csv(path)
+    return [str(n) for n in table[next(c for c in table if c.lower() == "difumo_names")]]
+
+
+def _fetched_variant(base: str, num: str) -> _Fetched:
     from nilearn import datasets
 
-    folder = data_dir or datasets.get_data_dirs()[0]
-    label = _check_variant(base, num)
     n, _, variant = num.partition("-")
-    fetch = {
-        "schaefer2018": lambda: datasets.fetch_atlas_schaefer_2018(
-            n_rois=int(n or 400), yeo_networks=int(variant or 7), data_dir=data_dir, verbose=0),
-        "aal": lambda: datasets.fetch_atlas_aal(
-            version=AAL_VERSIONS[num], data_dir=data_dir, verbose=0),
-        "difumo": lambda: datasets.fetch_atlas_difumo(
-            dimension=int(n or 64), data_dir=data_dir, verbose=0),
-    }[base]  # fmt: skip
-    real_connect = socket.socket.connect
+    if base == "schaefer2018":
+        n_rois, networks = int(n or 400), int(variant or 7)
+        stem = f"Schaefer2018_{n_rois}Parcels_{networks}Networks_order"
+        return _Fetched("schaefer_2018", f"{stem}_FSLMNI152_1mm.nii.gz", f"{stem}.txt",
+                        _schaefer_labels, lambda data_dir: datasets.fetch_atlas_schaefer_2018(
+                            n_rois=n_rois, yeo_networks=networks, data_dir=data_dir, verbose=0))  # fmt: skip
+    if base == "difumo":
+        n = n or "64"
+        return _Fetched("difumo_atlases", f"{n}/2mm/maps.nii.gz", f"{n}/labels_{n}_dictionary.csv",
+                        _difumo_labels, lambda data_dir: datasets.fetch_atlas_difumo(
+                            dimension=int(n), data_dir=data_dir, verbose=0))  # fmt: skip
+    version = AAL_VERSIONS[num]
+    files = {"3v2": ("AAL3/AAL3v1.nii", "AAL3/AAL3v1.xml"),
+             "SPM12": ("aal/atlas/AAL.nii", "aal/atlas/AAL.xml")}.get(
+        version, (f"aal_for_{version}/ROI_MNI_V4.nii", f"aal_for_{version}/ROI_MNI_V4.txt"))  # fmt: skip
+    return _Fetched(f"aal_{version}", *files, _aal_labels, lambda data_dir: datasets.fetch_atlas_aal(
+        version=version, data_dir=data_dir, verbose=0))  # fmt: skip
 
-    def no_network(*args, **kwargs):
-        raise OSError("neurofm does not download atlases")
 
-    socket.socket.connect = no_network  # never download: only what is already on disk
+def _fetched_atlas(base: str, num: str, data_dir, offline: bool | None) -> Atlas:
+    """A nilearn image atlas from the atlas cache, downloaded there first if need be."""
+    label = _check_variant(base, num)
+    spec = _fetched_variant(base, num)
+    if base == "schaefer2018":
+        table = (f"for a table of parcel series, read_fmri(table, atlas={label!r}) reads the "
+                 "bundled names and centroids, no image needed")  # fmt: skip
+    else:
+        table = "for a table, coords= (n_parcels x 3, MNI mm) places the parcels"
+    folder = obtain(f"atlas {label!r}", [d / spec.folder for d in atlas_dirs(data_dir)],
+                    [spec.image, spec.labels], lambda target: spec.fetch(target.parent),
+                    offline=offline, fallback=f"pass the atlas image and labels; {table}")  # fmt: skip
     try:
-        bunch = fetch()
-    except Exception as err:
-        if base == "schaefer2018":
-            table = (f"a table of parcel series needs no image: read_fmri(table, "
-                     f"atlas={label!r}) reads the bundled names and centroids")  # fmt: skip
-        else:
-            table = "for a table, coords= (n_parcels x 3, MNI mm) also places the parcels"
+        labels = spec.read_labels(folder / spec.labels)
+    except Exception as err:  # a file placed by hand in another format
         raise NeurofmError(
-            f"atlas {label!r} is not in the nilearn data folder {folder} and neurofm works "
-            f"offline: fetch it once where there is network (nilearn.datasets) into that "
-            f"folder, or pass the atlas image and labels; {table} ({type(err).__name__})"
+            f"could not read the labels of atlas {label!r} from {folder / spec.labels} "
+            f"({type(err).__name__}: {err}): it must be the file nilearn's fetcher downloads"
         ) from err
-    finally:
-        socket.socket.connect = real_connect
-    labels = [str(x) for x in getattr(bunch, "labels", [])]
-    atlas = load_atlas(bunch.maps, labels=labels or None)
+    atlas = load_atlas(str(folder / spec.image), labels=labels)
     atlas.name = label
     return atlas
 
@@ -277,7 +346,7 @@ def _check_variant(base: str, num: str) -> str:
     return label
 
 
-def table_atlas(spec, *, labels=None, data_dir=None) -> Atlas:
+def table_atlas(spec, *, labels=None, data_dir=None, offline: bool | None = None) -> Atlas:
     """The atlas of a table of parcel series: its names and centroids, nothing to extract.
 
     As :func:`load_atlas`, except that a Schaefer 2018 name (``"schaefer2018-400"``,
@@ -295,7 +364,7 @@ def table_atlas(spec, *, labels=None, data_dir=None) -> Atlas:
             atlas = schaefer_centroids(int(n or 400), int(variant or 7))
             atlas.name = label  # the name the image path gives it: one atlas, one name
             return atlas
-    return load_atlas(spec, labels=labels, data_dir=data_dir)
+    return load_atlas(spec, labels=labels, data_dir=data_dir, offline=offline)
 
 
 def schaefer_centroids(n_rois: int = 400, yeo_networks: int = 7) -> Atlas:
