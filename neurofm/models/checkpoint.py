@@ -172,7 +172,8 @@ def save_model(model: nn.Module, path, *, extra: dict | None = None) -> Path:
     except TypeError as err:
         raise NeurofmError(f"save_model: extra= must be JSON-serialisable ({err})") from err
     state = full_state_dict(model)
-    if not state and torch.distributed.is_initialized() and torch.distributed.get_rank():
+    dist = torch.distributed
+    if not state and dist.is_available() and dist.is_initialized() and dist.get_rank():
         return Path(path)  # a sharded model: rank 0 holds the gathered tensors and writes
     meta = {"format": FORMAT, "architecture": config["architecture"]}
 
