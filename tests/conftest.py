@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# Tests never download: atlases (and weights) come from the cache in its real layout, or
+# fail naming the files to place. tests/test_offline.py unsets it to test the online path.
+os.environ.setdefault("NEUROFM_OFFLINE", "1")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 EEG_DIR = SHARED / "eeg"
@@ -45,8 +50,6 @@ def sine():
 
 # --- property-based tests (hypothesis): fixed seed in CI, longer on request -------------
 def _hypothesis_profiles():
-    import os
-
     from hypothesis import HealthCheck, settings
 
     common = dict(
@@ -87,8 +90,6 @@ def pytest_sessionstart(session):
     missing braindecode stops it in CI (``CI`` set) and under ``make test``; elsewhere the
     tests that need it skip with the reason.
     """
-    import os
-
     from neurofm.devcheck import braindecode_problem
 
     problem = braindecode_problem()
