@@ -238,3 +238,19 @@ def test_online_an_atlas_is_downloaded_once_on_first_use(caches, monkeypatch):
     with pytest.raises(NeurofmError, match="could not download atlas 'difumo-64' into .*"
                        "Network is unreachable.*place atlas 'difumo-64''s files by hand at"):  # fmt: skip
         load_atlas("difumo-64")
+
+
+def test_read_fmri_takes_offline(caches, no_network, fetchers):
+    """The argument reaches the atlas loader: an image without its atlas is refused offline,
+    while a table with the same atlas name reads the bundled centroids without any file."""
+    import nibabel as nib
+
+    import neurofm
+
+    run = np.random.default_rng(0).normal(100, 1, (10, 10, 2, 30)).astype(np.float32)
+    with pytest.raises(NeurofmError, match=r"offline.*schaefer_2018|schaefer_2018.*offline"):
+        neurofm.read_fmri(nib.Nifti1Image(run, AFFINE), "schaefer2018-100", t_r=2.0, offline=True)
+    table = np.random.default_rng(1).normal(size=(40, 100))
+    series = neurofm.read_fmri(table, "schaefer2018-100", t_r=2.0, offline=True)
+    assert series.sizes == {"time": 40, "parcel": 100} and np.isfinite(series.x).all()
+    assert fetchers == [] and no_network == []

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import (
+    ChannelWarning,
     FileFormatWarning,
     NeurofmError,
     NeurofmWarning,
@@ -538,7 +539,7 @@ def _layout(layout) -> str | None:
 def read_parcels(source, atlas=None, *, t_r: float | None = None,
                  recipe: FMRIRecipe | None = None, labels=None, coords=None,
                  layout: str | None = None, mask_img=None, memory=None, key: str | None = None,
-                 data_dir=None):  # fmt: skip
+                 data_dir=None, offline: bool | None = None):  # fmt: skip
     """Parcel time series (time x parcel) as a 4-D image or a table holds them: read only.
 
     Parameters
@@ -572,6 +573,12 @@ def read_parcels(source, atlas=None, *, t_r: float | None = None,
         The variable of a ``.mat`` file holding the series.
     memory : str | joblib.Memory
         Cache for the extraction (a second call with the same inputs is read from disk).
+    data_dir : path | None
+        Where to look for (and download) atlas files; default: ``$NEUROFM_HOME/atlases``
+        when set, then nilearn's data folders (see :mod:`neurofm.cache`).
+    offline : bool | None
+        Never touch the network: an atlas not in the cache is an error naming the files
+        to place by hand. None: the ``NEUROFM_OFFLINE`` environment variable decides.
 
     Returns
     -------
@@ -598,12 +605,12 @@ def read_parcels(source, atlas=None, *, t_r: float | None = None,
         path is not None and path.suffix.lower() in TABLE_SUFFIXES
     ):
         data, names, coords, atlas_name, tr_in, attrs = _table_series(
-            path or source, atlas, t_r, labels, coords, layout, key, data_dir
+            path or source, atlas, t_r, labels, coords, layout, key, data_dir, offline
         )
     elif path is not None or isinstance(source, nib.spatialimages.SpatialImage):
         data, names, spec_coords, atlas_name, tr_in, attrs = _image_series(
             path or source, atlas, t_r, recipe or FMRIRecipe(), labels, mask_img, memory,
-            data_dir,
+            data_dir, offline,
         )  # fmt: skip
         if coords is not None and len(coords) != len(names):
             raise NeurofmError(f"coords has {len(coords)} rows for the {len(names)} parcels "
@@ -617,8 +624,9 @@ def read_parcels(source, atlas=None, *, t_r: float | None = None,
     if coords is None:
         warn(f"{path.name if path else 'the table'} gives no parcel coordinates: their "
              "positions are NaN, so a model with space='coords' cannot place them. Pass "
-             "coords= (n_parcels x 3, MNI mm) or atlas= (e.g. 'power2011', "
-             "'dosenbach2010', 'seitzman2018', or the atlas image)", NeurofmWarning)  # fmt: skip
+             "coords= (n_parcels x 3, MNI mm) or atlas= (e.g. 'schaefer2018-400', "
+             "'power2011', 'dosenbach2010', 'seitzman2018', or the atlas image)",
+             ChannelWarning)  # fmt: skip
         coords = np.full((len(names), 3), np.nan)
     return xr.DataArray(
         data,
@@ -665,7 +673,7 @@ def read_fmri(source, atlas=None, *, t_r: float | None = None, recipe: FMRIRecip
     return preprocess_fmri(series, recipe, confounds=conf, sample_mask=sample_mask)
 
 
-def _table_series(source, atlas, t_r, labels, coords, layout, key, data_dir):
+def _table_series(source, atlas, t_r, labels, coords, layout, key, data_dir, offline):
     """(time x parcel data, names, coords, atlas name, TR, {"layout": as stored})."""
     where = source.name if isinstance(source, Path) else "the table"
     data, names, names_axis = _read_table(source, key)
@@ -674,7 +682,7 @@ def _table_series(source, atlas, t_r, labels, coords, layout, key, data_dir):
     tr_in = check_tr(t_r)
     spec = None
     if atlas is not None:
-        spec = table_atlas(atlas, labels=labels, data_dir=data_dir)
+        spec = table_atlas(atlas, labels=labels, data_dir=data_dir, offline=offline)
         if spec.kind == "parcellation":
             raise NeurofmError(
                 f"{spec.name} is fitted on an image; a table of parcel series needs a fixed "
@@ -706,7 +714,7 @@ def _table_series(source, atlas, t_r, labels, coords, layout, key, data_dir):
     return data, names, coords, spec.name if spec else "table", tr_in, {"layout": stored}
 
 
-def _image_series(source, atlas, t_r, recipe, labels, mask_img, memory, data_dir):
+def _image_series(source, atlas, t_r, recipe, labels, mask_img, memory, data_dir, offline):
     """(time x parcel data, names, coords, atlas name, TR, {"peak": level}) from a 4-D image."""
     import nibabel as nib
     from nilearn import image
@@ -735,7 +743,7 @@ def _image_series(source, atlas, t_r, recipe, labels, mask_img, memory, data_dir
         )
     tr_in = _header_tr(img, t_r)
     peak = _check_finite(img, tr_in, path, memory)
-    spec = load_atlas(atlas, labels=labels, data_dir=data_dir)
+    spec = load_atlas(atlas, labels=labels, data_dir=data_dir, offline=offline)
     if spec.kind != "parcellation":
         _check_overlap(img, spec)
     data, spec = _extract(img, spec, recipe, tr_in, memory, mask_img)
