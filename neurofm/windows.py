@@ -40,10 +40,11 @@ from .channels import UNK, ChannelTable
 from .errors import (
     NeurofmError,
     SignalError,
+    SignalWarning,
     check_finite,
     check_option,
-    logger,
     validate_type,
+    warn,
 )
 from .preprocess.recipe import (
     MODALITIES,
@@ -106,10 +107,9 @@ def iter_tokens(source, recipe: EEGRecipe | FMRIRecipe | dict | None = None, *,
             yield tokens
     flat = [n for n, r in zip(grid.names, ever_real, strict=True) if not r]
     if flat and grid.flat_units is not None:
-        logger.warning(
-            "channels %s are flat (std < %g V) in every window and are masked out: "
-            "check the electrodes or drop them", flat, recipe.flat_threshold,
-        )  # fmt: skip
+        warn(f"channels {flat} are flat (std < {recipe.flat_threshold:g} V) in every window "
+             "and are masked out: check the electrodes or drop them", SignalWarning,
+             stacklevel=3)  # fmt: skip
 
 
 def tokenize(source, recipe: EEGRecipe | FMRIRecipe | dict | None = None, **kwargs) -> Tokens:
