@@ -630,6 +630,7 @@ def test_space_atlas_needs_an_atlas_vocabulary():
     """space='atlas' ids (2 + parcel) agree with a model's vocabulary, or are refused."""
     import xarray as xr
 
+    from neurofm.models import create_model
     from neurofm.preprocess.recipe import check_vocabulary
 
     with pytest.raises(neurofm.errors.ConfigError, match="space='atlas'.*name the atlas"):
@@ -648,3 +649,8 @@ def test_space_atlas_needs_an_atlas_vocabulary():
     tokens = tokenize_fmri(series.assign_attrs(atlas="power2011"), recipe)
     assert tokens.space[0].tolist() == [2, 3, 4]
     assert (tokenize_fmri(series, recipe.replace(space="coords")).space == 1).all()  # UNK
+    # models apply the rule when built: a registered fMRI size has no atlas vocabulary
+    with pytest.raises(NeurofmError, match=r"space='coords'.*vocab_size = 2 \+ parcels"):
+        create_model("fmri-tiny", recipe=recipe)
+    model = create_model("fmri-tiny", recipe=recipe, vocab_size=2 + 264)
+    assert model(tokens).pooled.shape == (len(tokens), model.config.dim)

@@ -31,7 +31,13 @@ from torch import nn
 from ..channels import eeg_vocabulary
 from ..config import StrictConfig, config_problems
 from ..errors import ConfigError, NeurofmError, SignalError, warn
-from ..preprocess.recipe import EEGRecipe, FMRIRecipe, as_recipe, recipe_from_dict
+from ..preprocess.recipe import (
+    EEGRecipe,
+    FMRIRecipe,
+    as_recipe,
+    check_vocabulary,
+    recipe_from_dict,
+)
 from ..tokens import Tokens
 from .checkpoint import Pretrained
 from .layers import (
@@ -524,6 +530,7 @@ def _recipe_for(config: EncoderConfig, recipe) -> EEGRecipe | FMRIRecipe:
             f"{_WORDS[config.modality]['a']} model ({config.name}) cannot take "
             f"{_WORDS[recipe.modality]['a']} recipe: give it a {_WORDS[config.modality]['recipe']}"
         )
+    check_vocabulary(recipe, config.vocab_size)  # e.g. fMRI space='atlas' needs atlas ids
     return recipe
 
 
