@@ -232,26 +232,10 @@ def sweep(args) -> list[dict]:
 
 def plot_sweep(rows: list[dict], path: str, title: str) -> None:
     """Step time and peak memory against tokens per window, full vs divided, log-log."""
-    import matplotlib
+    from neurofm.viz import plot_loglog
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, label in zip(axes, ("step_s", "peak_mib"), ("seconds per step", "peak MiB"),
-                              strict=True):  # fmt: skip
-        for attention, style in (("full", "o-"), ("divided", "s--")):
-            pts = [r for r in rows if r["attention"] == attention]
-            ax.loglog([r["tokens"] for r in pts], [r[key] for r in pts], style, label=attention)
-        ax.set_xlabel("tokens per window (64 channels x seconds)")
-        ax.set_ylabel(label)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    panels = (("step_s", "seconds per step"), ("peak_mib", "peak MiB"))
+    plot_loglog(rows, path, title, x="tokens", series="attention", panels=panels)
     print(f"\nplot: {path}")
 
 

@@ -29,6 +29,7 @@ from pydantic import Field
 from .config import StrictConfig, load_config
 from .data import CorpusConfig
 from .preprocess import Recipe
+from .viz import plot_tokens
 
 
 @dataclass(frozen=True)
@@ -60,41 +61,6 @@ def verb(name: str, model: type[StrictConfig], help: str, *, config: bool = Fals
 def sample_path() -> Path:
     """The bundled sample: PhysioNet eegmmidb S001R03 (64 ch, 160 Hz, 125 s, ODC-By)."""
     return Path(str(resources.files("neurofm").joinpath("sample_data/S001R03.edf")))
-
-
-def plot_tokens(raw, tokens, path: Path, title: str, sfreq: float) -> Path:
-    """Two panels: the first window's traces, and RMS per token over the whole grid."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    x = tokens.x.numpy()  # (B, S, N, P)
-    rms = np.sqrt((x**2).mean(-1))  # (B, S, N)
-    grid = np.concatenate(list(rms), axis=1)  # S x (B*N): every patch of the recording
-    names = tokens.names[0]
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(14, 7), gridspec_kw={"width_ratios": [1, 1.4]})
-    shown = list(range(0, len(names), max(1, len(names) // 12)))
-    window = x[0].reshape(x.shape[1], -1)
-    t = np.arange(window.shape[1]) / sfreq
-    for k, s in enumerate(shown):
-        ax0.plot(t, window[s] / 4 - 3 * k, lw=0.6, color="k")
-    ax0.set_yticks([-3 * k for k in range(len(shown))], [names[s] for s in shown])
-    ax0.set_xlabel("seconds (window 0, after the recipe)")
-    ax0.set_title("signal, model units (100 uV)")
-    im = ax1.imshow(grid, aspect="auto", cmap="magma", interpolation="nearest")
-    ax1.set_yticks(range(0, len(names), 4), names[::4], fontsize=7)
-    ax1.set_xlabel(
-        f"patch ({tokens.shape[0]} windows x {tokens.shape[2]} patches of {tokens.shape[3]} samples)"
-    )
-    ax1.set_title("token grid: RMS per channel patch")
-    fig.colorbar(im, ax=ax1, label="RMS (model units)")
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def _encode(tokens, name: str = "eeg-base") -> None:
@@ -206,7 +172,6 @@ def _describe(options: InfoOptions) -> int:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         png = plot_tokens(
-            raw,
             tokens,
             out / f"{Path(path).stem}_tokens.png",
             f"{Path(path).name}: {B}x{S}x{N}x{P}",
