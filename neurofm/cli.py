@@ -108,21 +108,32 @@ class ModelsOptions(StrictConfig):
     modality: Literal["eeg", "fmri"] | None = Field(None, description="list only these")
 
 
-@verb("models", ModelsOptions, "the registered model sizes", flags=("modality",))
+@verb("models", ModelsOptions, "the registered architectures and weights", flags=("modality",))
 def _models(options: ModelsOptions) -> int:
     import torch
 
-    from neurofm.models import create_model, list_models, model_config
+    from neurofm.models import WEIGHTS, create_model, list_models, model_config, weights_folder
 
-    print(f"{'name':<12} {'modality':<8} {'dim':>4} {'depth':>5} {'heads':>5} {'params':>8}")
+    print("architectures (create_model(name): random weights)")
+    print(f"  {'name':<12} {'modality':<8} {'dim':>4} {'depth':>5} {'heads':>5} {'params':>8}")
     for name in list_models():
         cfg = model_config(name)
         if options.modality not in (None, cfg.modality):
             continue
         with torch.device("meta"):
             n = create_model(name).num_params()
-        print(f"{name:<12} {cfg.modality:<8} {cfg.dim:>4} {cfg.depth:>5} "
+        print(f"  {name:<12} {cfg.modality:<8} {cfg.dim:>4} {cfg.depth:>5} "
               f"{cfg.heads:>5} {n / 1e6:>7.1f}M")  # fmt: skip
+    print("weights (load_model(name))")
+    print(f"  {'name':<14} {'model':<12} {'status':<12} source")
+    for name, w in sorted(WEIGHTS.items()):
+        if options.modality not in (None, model_config(w.model).modality):
+            continue
+        folder = weights_folder(name)
+        status = "cached" if (folder / "config.json").exists() else (
+            "downloadable" if w.source.startswith("hf://") else "import once"
+        )  # fmt: skip
+        print(f"  {name:<14} {w.model:<12} {status:<12} {w.source}")
     return 0
 
 

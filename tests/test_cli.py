@@ -15,10 +15,21 @@ def test_demo(tmp_path, capsys):
     assert "encoder eeg-base (5.9M parameters" in out and "pooled (12, 200)" in out
 
 
-def test_models_lists_the_registry(capsys):
+def test_models_lists_the_registry(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("NEUROFM_HOME", str(tmp_path))
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "eeg-huge" in out and "369.6M" in out and "fmri-base" in out
+    architectures, weights = out.split("weights (load_model(name))")
+    assert "labram-base" not in architectures and "eeg-base" in architectures
+    assert "labram-base    eeg-base     import once" in weights
+    from neurofm.models import create_model, weights_folder
+
+    create_model("eeg-tiny").save_pretrained(weights_folder("labram-base"))  # stands in
+    assert main(["models", "--modality", "eeg"]) == 0
+    assert "labram-base    eeg-base     cached" in capsys.readouterr().out
+    assert main(["models", "--modality", "fmri"]) == 0
+    assert "labram-base" not in capsys.readouterr().out
 
 
 def test_info_reports_errors_cleanly(tmp_path):

@@ -12,7 +12,14 @@
 """
 
 from . import attention, embeddings  # noqa: F401  (the old module paths, as attributes too)
-from .checkpoint import load_model, load_weights, push_to_hub, read_config, save_model
+from .checkpoint import (
+    load_model,
+    load_weights,
+    push_to_hub,
+    read_config,
+    save_model,
+    weights_folder,
+)
 from .convert import from_labram
 from .encoder import Encoder, EncoderConfig, EncoderOutput
 from .layers import Attention, Block, attend
@@ -52,4 +59,5 @@ __all__ = [
     "register_model",
     "register_weights",
     "save_model",
+    "weights_folder",
 ]

@@ -20,13 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..cache import neurofm_home
 from ..errors import (
     CheckpointError,
     FileFormatWarning,
@@ -203,8 +203,9 @@ def _pickle_error(path: Path) -> CheckpointError:
     )
 
 
-def _home() -> Path:
-    return Path(os.environ.get("NEUROFM_HOME", "~/.cache/neurofm")).expanduser()
+def weights_folder(name: str) -> Path:
+    """Where registered weights ``name`` live once imported: ``$NEUROFM_HOME/models/<name>``."""
+    return neurofm_home() / "models" / name
 
 
 def _resolve(source, cache_dir=None) -> Path:
@@ -243,7 +244,7 @@ def _resolve(source, cache_dir=None) -> Path:
             f"create_model({text!r}) builds it with random weights; {weights}. neurofm ships "
             "no pretrained weights and never downloads them. To use LaBraM's, run "
             "neurofm.models.from_labram('labram-base.pth').save_pretrained("
-            f"'{_home() / 'models' / 'labram-base'}') and load_model('labram-base')"
+            f"'{weights_folder('labram-base')}') and load_model('labram-base')"
         )
     raise CheckpointError(
         f"no checkpoint at {text!r}{did_you_mean(text, [*WEIGHTS, *MODELS])}: give a folder "
@@ -254,7 +255,7 @@ def _resolve(source, cache_dir=None) -> Path:
 
 def _weights_folder(name: str, cache_dir=None) -> Path:
     """Registered weights: ``$NEUROFM_HOME/models/<name>``, or their Hub repo."""
-    weights, local = WEIGHTS[name], _home() / "models" / name
+    weights, local = WEIGHTS[name], weights_folder(name)
     if (local / CONFIG).exists():
         return local
     if weights.source.startswith("hf://"):
