@@ -227,7 +227,14 @@ def _options(v: Verb, args: argparse.Namespace) -> StrictConfig:
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # KEY=VALUE overrides may follow flags (`preprocess c.yaml --overwrite recipe.notch=50`);
+    # argparse leaves those for a `nargs="*"` positional after an option, so collect them
+    args, extra = parser.parse_known_args(argv)
+    unknown = [item for item in extra if "=" not in item or item.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = [*args.overrides, *extra]
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

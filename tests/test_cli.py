@@ -141,3 +141,14 @@ def test_a_new_verb_plugs_into_the_same_path(tmp_path, capsys, monkeypatch):
     lines = _errors(capsys)
     assert len(lines) == 2 and all(line.startswith(f"error: {cfg}: ") for line in lines)
     assert {line.split(": ")[2] for line in lines} == {"lr", "recipe.notch"}
+
+
+def test_overrides_may_follow_flags(tmp_path, capsys):
+    """`neurofm VERB ARG --flag V key=value`: argparse alone rejects overrides after a flag."""
+    from neurofm.cli import sample_path
+
+    assert main(["info", str(sample_path()), "--out", str(tmp_path), "recipe.notch=50"]) == 0
+    assert '"notch":50.0' in capsys.readouterr().out and list(tmp_path.glob("*.png"))
+    with pytest.raises(SystemExit):  # anything else after a flag is still refused
+        main(["info", str(sample_path()), "--out", str(tmp_path), "stray"])
+    assert "unrecognized arguments: stray" in capsys.readouterr().err
