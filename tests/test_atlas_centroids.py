@@ -180,3 +180,30 @@ def test_cached_coordinates_are_not_shared():
     second = schaefer_centroids(100)
     assert second.names[0] == "7Networks_LH_Vis_1"
     np.testing.assert_array_equal(second.coords[0], (-26, -34, -17))
+
+
+def test_table_names_keep_their_columns_when_matched_to_an_atlas():
+    """A table's own parcel names are matched to the atlas by name, not by position."""
+    import pandas as pd
+
+    import neurofm
+    from neurofm.errors import ChannelWarning, NeurofmError
+    from neurofm.io.atlases import table_atlas
+
+    atlas = table_atlas("schaefer2018-100")
+    rng = np.random.default_rng(0)
+    names = list(reversed(atlas.names))  # the same parcels, stored right to left
+    table = pd.DataFrame(rng.normal(size=(40, 100)), columns=names)
+    series = neurofm.read_fmri(table, "schaefer2018-100", t_r=2.0)
+    assert list(series.parcel.values) == names
+    first = atlas.names.index(names[0])
+    np.testing.assert_allclose(
+        [series.x[0], series.y[0], series.z[0]], atlas.coords[first]
+    )  # the column keeps its own centroid
+    assert series.x[0] > 0 and names[0].startswith("7Networks_RH")
+    with pytest.raises(NeurofmError, match="names 99 of its 100 parcels"):
+        neurofm.read_fmri(table.rename(columns={names[5]: "mystery"}), "schaefer2018-100", t_r=2.0)
+    other = table.set_axis([f"roi{i}" for i in range(100)], axis=1)
+    with pytest.warns(ChannelWarning, match="taken in column order"):
+        series = neurofm.read_fmri(other, "schaefer2018-100", t_r=2.0)
+    assert list(series.parcel.values) == list(atlas.names)

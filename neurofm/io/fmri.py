@@ -704,7 +704,7 @@ def _table_series(source, atlas, t_r, labels, coords, layout, key, data_dir, off
     data, stored = _orient(data, tr_in, layout=layout, names_axis=names_axis,
                            n_parcels=n_parcels, count_from=count_from, where=where)  # fmt: skip
     if spec is not None:
-        names, coords = spec.names, spec.coords if coords is None else coords
+        names, coords = _match_atlas(names, spec, coords, where)
     names = labels if labels is not None and spec is None else names
     names = names or [f"parcel_{i}" for i in range(data.shape[1])]
     data = np.array(data, dtype=np.float64)  # a writable, contiguous copy
@@ -712,6 +712,35 @@ def _table_series(source, atlas, t_r, labels, coords, layout, key, data_dir, off
     if not np.isfinite(data[:, ~missing]).all():
         nonfinite_error(data[:, ~missing], [n for n, m in zip(names, missing) if not m], tr_in)
     return data, names, coords, spec.name if spec else "table", tr_in, {"layout": stored}
+
+
+def _match_atlas(table_names, spec, coords, where: str):
+    """The atlas's names and centroids in the table's column order.
+
+    A table that names its parcels keeps its order: the same names as the atlas in another
+    order are matched by name; some shared and some not is refused (a mixed-up table);
+    none shared (another naming scheme) takes the atlas's names in order, with a warning.
+    """
+    coords = spec.coords if coords is None else coords
+    if not table_names or list(table_names) == list(spec.names):
+        return list(spec.names), coords
+    index = {name: i for i, name in enumerate(spec.names)}
+    shared = [n for n in table_names if n in index]
+    if len(shared) == len(table_names) == len(index):
+        order = [index[n] for n in table_names]
+        return list(table_names), np.asarray(coords)[order]
+    if shared:
+        missing = [n for n in table_names if n not in index][:3]
+        raise NeurofmError(
+            f"{where} names {len(shared)} of its {len(table_names)} parcels as atlas "
+            f"{spec.name} does, but not {missing}: check that the table and the atlas "
+            "belong together (or pass coords= for the table's own parcels)"
+        )
+    warn(f"{where}'s parcel names ({table_names[0]!r}, ...) are not atlas {spec.name}'s: "
+         f"the atlas's names and centroids are taken in column order ({spec.names[0]!r} "
+         "first); pass labels= or coords= if the columns are in another order",
+         ChannelWarning)  # fmt: skip
+    return list(spec.names), coords
 
 
 def _image_series(source, atlas, t_r, recipe, labels, mask_img, memory, data_dir, offline):
