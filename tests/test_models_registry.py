@@ -391,8 +391,9 @@ def test_hidden_and_dropped_together_and_the_old_name():
 @pytest.mark.parametrize("attention", ["full", "divided"])
 def test_training_forward_reads_no_values(name, attention):
     """On the meta device a tensor has no values: any host read (.item(), bool(), nonzero)
-    raises. A training step there (forward with hidden tokens and padding, backward) runs,
-    so it needs no host sync on any accelerator; validating does read (and raises here)."""
+    raises. A training step there (forward with hidden or dropped tokens and padding,
+    backward) runs, so it needs no host sync on any accelerator; validating does read
+    (and raises here)."""
     extra = {"cls_token": False} if attention == "divided" else {}  # no [CLS] in divided
     with torch.device("meta"):
         model = small(name, attention=attention, **extra).train()
@@ -404,6 +405,10 @@ def test_training_forward_reads_no_values(name, attention):
         out = model(tokens, hidden=hidden)
         (out.tokens.sum() + out.pooled.sum()).backward()
         assert out.tokens.device.type == "meta"
+        dropped = torch.rand(B, S, N) < 0.3  # MAE-style: the full length, no count read
+        out = model(tokens, hidden=hidden, dropped=dropped)
+        (out.tokens.sum() + out.pooled.sum()).backward()
+        assert out.tokens.shape == (B, S, N, model.config.dim)
         with pytest.raises(RuntimeError, match="meta"):
             model(tokens, validate=True)
 

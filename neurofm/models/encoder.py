@@ -379,7 +379,9 @@ class Encoder(Pretrained, nn.Module):
             sees them. ``out.visible`` marks the tokens kept, and ``out.tokens`` holds
             their features in place (zeros elsewhere), ready for a decoder to fill the
             rest. With full attention the visible tokens run as a shorter sequence (the
-            longest sample's count: one read of the mask).
+            longest sample's count: one read of the mask) where values may be read; on
+            the training path of an accelerator (no host sync) they keep the full length,
+            the dropped tokens masked out of attention.
         validate : bool, optional
             Check the tokens' values (:meth:`check_tokens`). None: unless the model is
             training on an accelerator, where reading values would stall the device
@@ -443,7 +445,11 @@ class Encoder(Pretrained, nn.Module):
         index = None
         if dropped is not None:  # visible tokens first, in grid order; then padding
             keep = rearrange(visible, "b s n -> b (s n)")
-            longest = int(keep.sum(-1).amax()) if keep.numel() else 0
+            # shortening reads the mask (a host sync): only where values may be read;
+            # otherwise the full length, the dropped tokens key-masked at the end
+            longest = keep.shape[1]
+            if readable and keep.numel():
+                longest = int(keep.sum(-1).amax())
             index = torch.argsort(keep.to(torch.uint8), dim=1, descending=True, stable=True)
             index = index[:, :longest]
             seq = seq.gather(1, index[..., None].expand(-1, -1, seq.shape[-1]))
