@@ -455,3 +455,36 @@ def test_shards_made_with_another_recipe_than_the_models_are_refused(corpus):
     ShardDataset(out, recipe=Recipe(notch=60.0).model_dump())  # a checkpoint's dict works too
     with pytest.raises(NeurofmError, match=r"another recipe than the model's \(recipe.notch .*50"):
         ShardDataset(out, recipe=Recipe(notch=50.0))
+
+
+# ---------------------------------------------------------------------- corpus review
+def _split_manifest(tmp_path, splits: dict[str, str]) -> CorpusConfig:
+    """A manifest of single-channel arrays, one per subject, with the given splits."""
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    rows = ["path,subject,session,split,sfreq,ch_names"]
+    for i, (subject, split) in enumerate(splits.items()):
+        if not (data / f"{subject}.npy").exists():
+            np.save(
+                data / f"{subject}.npy", np.random.default_rng(i).normal(0, 20e-6, (1, 25 * 256))
+            )
+        rows.append(f"data/{subject}.npy,{subject},s1,{split},256,Cz")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return CorpusConfig(dataset="manifest", root=str(tmp_path / "manifest.csv"),
+                        out=str(tmp_path / "out"), workers=1, recipe={"notch": None})  # fmt: skip
+
+
+def test_a_changed_split_reaches_the_index_without_recomputing(tmp_path):
+    config = _split_manifest(tmp_path, {"a": "train", "b": "train"})
+    preprocess_corpus(config, progress=False)
+    out = Path(config.out)
+    before = _mtimes(out)
+    _split_manifest(tmp_path, {"a": "train", "b": "test"})  # b moves to the test split
+    preprocess_corpus(config, progress=False)
+    assert _mtimes(out) == before  # the windows are kept
+    assert {lbl["shard"] for _, labels in ShardDataset(out, split="test") for lbl in labels} == {
+        "b"
+    }
+    assert set(ShardDataset(out, split="train").index.id) == {"a"}
+    meta = json.loads((out / "shards" / "b" / "meta.json").read_text())
+    assert meta["split"] == "test" and meta["session"] == "s1"

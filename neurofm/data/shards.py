@@ -25,8 +25,11 @@ recording. Pool workers die with the process that started them.
 write: the resolved recipe, the reader options, the source file's identity (name, size,
 modification time), the labels (events, recording label, background) and the dtype. A
 shard made differently is refused, naming what changed, unless ``overwrite: true``
-(``--overwrite``) redoes it; a damaged shard is always redone. ``stats.json`` is computed
-from the shards really in ``out``.
+(``--overwrite``) redoes it; a damaged shard is always redone. What describes the
+recording without changing its windows (subject, session, split, the ``labels`` mapping)
+is taken from the current listing on every run: a finished shard whose listing changed
+gets a new ``meta.json``, not new windows. ``stats.json`` is computed from the shards
+really in ``out``.
 
 **Damage.** ``meta.json`` carries its own checksum and the size and SHA-256 of every data
 file; :class:`~neurofm.data.ShardDataset` verifies a shard completely when a process
@@ -233,6 +236,31 @@ def made_with(rec, recipe: EEGRecipe | FMRIRecipe, dtype: str, background: str) 
     return json.loads(json.dumps(made, default=str))
 
 
+#: what describes a recording without changing its windows: from the current listing
+RECORD = ("subject", "session", "split", "labels")
+
+
+def _record(rec) -> dict:
+    return json.loads(json.dumps({k: getattr(rec, k) for k in RECORD}, default=str))
+
+
+def _sealed(meta: dict) -> dict:
+    """``meta`` in its JSON form, with its own checksum."""
+    meta = json.loads(json.dumps({k: v for k, v in meta.items() if k != "checksum"}, default=str))
+    return meta | {"checksum": _digest(meta)}
+
+
+def refresh_meta(shard: Path, rec, made: dict) -> bool:
+    """Give a finished shard the listing's subject, session, split and labels and this
+    run's ``made_with``; True when ``meta.json`` was rewritten (atomically)."""
+    meta = read_meta(shard)
+    new = _sealed(meta | _record(rec) | {"made_with": made, "fingerprint": _digest(made)[:16]})
+    if new == meta:
+        return False
+    _write_json(shard / "meta.json", new)
+    return True
+
+
 def _differences(old: dict, new: dict) -> list[str]:
     """What differs, one level deep: ``recipe.notch 60.0 -> 50.0``, ``source``."""
     out = []
@@ -272,6 +300,7 @@ def write_shard(rec, recipe: EEGRecipe | FMRIRecipe, out: Path, *, dtype="float1
     made = made_with(rec, recipe, dtype, background)
     state, why = shard_state(final, made)
     if state == "done":
+        refresh_meta(final, rec, made)
         return {"id": sid, "status": "done before"}
     if state == "stale" and not overwrite:
         raise ShardError(f"shard {sid} was made differently ({why}): use another out, or "
@@ -316,8 +345,7 @@ def _fill_shard(rec, recipe, work: Path, final: Path, made: dict, dtype, backgro
     seconds = _seconds(loaded)
     covered = last_start + recipe.window_seconds
     meta = {
-        "id": final.name, "dataset": rec.dataset, "subject": rec.subject,
-        "session": rec.session, "split": rec.split, "labels": rec.labels, "label": rec.label,
+        "id": final.name, "dataset": rec.dataset, **_record(rec), "label": rec.label,
         "n_windows": len(window_labels), "window_labels": window_labels,
         "channels": list(names), "source": str(rec.path or rec.id),
         "seconds": round(seconds, 3), "covered_seconds": round(covered, 3),
@@ -330,9 +358,7 @@ def _fill_shard(rec, recipe, work: Path, final: Path, made: dict, dtype, backgro
         "files": {n: {"bytes": (work / n).stat().st_size, "sha256": file_sha256(work / n)}
                   for n in DATA_FILES},
     }  # fmt: skip
-    meta = json.loads(json.dumps(meta, default=str))  # the checksum covers what is read back
-    meta["checksum"] = _digest(meta)
-    _write_json(work / "meta.json", meta)
+    _write_json(work / "meta.json", _sealed(meta))  # the checksum covers what is read back
     stale = final.with_name(final.name + STALE)
     if final.exists():  # redoing a shard: the old one leaves, the new one arrives whole
         shutil.rmtree(stale, ignore_errors=True)
@@ -502,8 +528,12 @@ def preprocess_corpus(config: CorpusConfig, *, progress: bool = True) -> dict:
     expected = {i: made_with(r, config.recipe, config.dtype, config.background)
                 for r, i in zip(recordings, ids, strict=True)}  # fmt: skip
     states = _check_existing(out, expected, config)
-    todo = [r for r, i in zip(recordings, ids, strict=True)
-            if states.get(i, ("new",))[0] != "done"]  # fmt: skip
+    todo = []
+    for r, i in zip(recordings, ids, strict=True):
+        if states.get(i, ("new",))[0] == "done":
+            refresh_meta(out / SHARDS / i, r, expected[i])  # a changed split, subject ...
+        else:
+            todo.append(r)
     logger.info("%d recordings, %d already sharded", len(recordings), len(recordings) - len(todo))
     results, failures = [], []
     bar = tqdm(total=len(todo), unit="file", desc=f"preprocess {config.dataset}",
