@@ -270,3 +270,17 @@ def test_tokenize_options_are_checked():
         neurofm.tokenize(raw, {"modality": "fMRi"})
     picked = neurofm.tokenize(raw, Recipe(notch=None, window_seconds=4), picks="O2")
     assert picked.names[0] == ("O2",)
+
+
+def test_misspelt_options_are_refused_for_raw_and_arrays():
+    """Reader options only apply to files: for a Raw or an array a typo must not vanish."""
+    from neurofm.errors import EEGReadError
+    from neurofm.synthetic import eeg
+
+    x = eeg(3, 200 * 30, 200, line=None)
+    with pytest.raises(EEGReadError, match=r"'chunk_second' \(did you mean 'chunk_seconds'\?\)"):
+        neurofm.tokenize(x, sfreq=200, ch_names=["Cz", "C3", "C4"], chunk_second=5)
+    raw = neurofm.read_eeg(x, sfreq=200, ch_names=["Cz", "C3", "C4"])
+    with pytest.raises(EEGReadError, match=r"'bacth_size' \(did you mean 'batch_size'\?\)"):
+        neurofm.tokenize(raw, bacth_size=1)
+    assert neurofm.tokenize(raw, batch_size=1).shape[0] == 3

@@ -264,9 +264,24 @@ def _read_file(path, format, preload, reader_kwargs):
     return raw, fmt
 
 
+# options of tokenize/iter_tokens that travel with read_eeg's (for did-you-mean only)
+_TOKENIZE_OPTIONS = ("recipe", "batch_size", "picks", "chunk_seconds", "progress")
+
+
 def _as_raw(source, sfreq, ch_names, ch_types, format, preload, reader_kwargs):
+    import inspect
+
     import mne
 
+    in_memory = isinstance(source, mne.io.BaseRaw | np.ndarray) or hasattr(source, "__array__")
+    if in_memory and reader_kwargs:  # file-reader options: a typo here would vanish silently
+        known = [*inspect.signature(read_eeg).parameters, *_TOKENIZE_OPTIONS]
+        key = next(iter(reader_kwargs))
+        raise EEGReadError(
+            f"unknown option {key!r}{did_you_mean(key, known)} for "
+            f"{'an mne.io.Raw' if isinstance(source, mne.io.BaseRaw) else 'an array'}: "
+            f"reader options ({', '.join(map(repr, reader_kwargs))}) apply to files only"
+        )
     if isinstance(source, mne.io.BaseRaw):
         return source.copy(), "raw"
     if isinstance(source, np.ndarray) or hasattr(source, "__array__"):
