@@ -293,7 +293,7 @@ def test_compiled_model_saves_a_plain_checkpoint(tmp_path):
     assert torch.equal(fresh.norm.weight, plain.norm.weight)
 
 
-def test_fsdp2_sharded_model_saves_a_full_checkpoint(tmp_path, process_group):
+def test_fsdp2_sharded_model_saves_a_full_checkpoint(tmp_path, process_group, monkeypatch):
     try:
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
@@ -315,8 +315,16 @@ def test_fsdp2_sharded_model_saves_a_full_checkpoint(tmp_path, process_group):
     other = small("eeg-tiny", dim=100)
     other.load_weights(loaded)
     tokens = tokens_for(plain)
-    with torch.no_grad():  # the sharded model runs the CPU inference path too
-        assert torch.equal(sharded.eval()(tokens).tokens, plain.eval()(tokens).tokens)
+    with torch.no_grad():
+        expected = plain.eval()(tokens).tokens
+    monkeypatch.setattr(Encoder, "inference_tokens", 3 * 3)  # groups of 1 window
+    passes = []  # passes over the first block: grouped inference, one per group
+    plain.blocks[0].register_forward_hook(lambda *_: passes.append("plain"))
+    sharded.blocks[0].register_forward_hook(lambda *_: passes.append("sharded"))
+    with torch.no_grad():  # the sharded model runs the batch in one pass: no gather per group
+        assert torch.equal(sharded.eval()(tokens).tokens, expected)
+        plain(tokens)
+    assert passes == ["sharded", "plain", "plain"]
 
 
 # ---------------------------------------------------------------------- masked modelling

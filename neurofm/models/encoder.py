@@ -409,7 +409,7 @@ class Encoder(Pretrained, nn.Module):
         B, S, N, _ = tokens.shape
         group = max(1, self.inference_tokens // (S * N)) if self.inference_tokens else B
         grouped = not torch.is_grad_enabled() and plain_cpu(tokens.x, self.norm.weight)
-        if not grouped or group >= B:
+        if not grouped or group >= B or self._sharded():
             return self._forward(tokens, hidden, dropped, validate)
 
         def part(mask, i):
@@ -420,6 +420,18 @@ class Encoder(Pretrained, nn.Module):
         names = [f.name for f in fields(EncoderOutput)]
         return EncoderOutput(*(None if getattr(parts[0], n) is None else
                                torch.cat([getattr(p, n) for p in parts]) for n in names))  # fmt: skip
+
+    def _sharded(self) -> bool:
+        """Whether FSDP2 shards the blocks: each extra pass over them gathers their weights.
+
+        Inside the root's forward FSDP2 has already gathered the root's own parameters
+        (``self.norm.weight`` looks plain there), so the blocks are asked.
+        """
+        try:
+            from torch.distributed.fsdp import FSDPModule
+        except ImportError:  # a torch without FSDP2
+            return False
+        return any(isinstance(m, FSDPModule) for m in (self, *self.blocks))
 
     def _forward(self, tokens: Tokens, hidden, dropped, readable: bool) -> EncoderOutput:
         """``readable``: masks may be read to take faster paths (no padding: no mask)."""
