@@ -453,4 +453,16 @@ def test_manifest_positions_labels_and_bad_rows(tmp_path):
     with pytest.raises(ConfigError, match="'positons' .did you mean 'positions'"):
         read_dataset("manifest", tmp_path / "m.csv", positons={"D1": "Cz"})
     recs = list(read_dataset("manifest", tmp_path / "m.csv", positions={"D2": "Pz", "D3": "Oz"}))
-    assert recs[0].reader["positions"] == {"D1": (-30.0, -10.0, 20.0), "D2": "Pz", "D3": "Oz"}
+    # the row is more specific: its D2 wins, the config's D3 is added
+    assert recs[0].reader["positions"] == {"D1": (-30.0, -10.0, 20.0), "D2": "Cz", "D3": "Oz"}
+    assert recs[1].reader["positions"] == {"D2": "Pz", "D3": "Oz"}
+
+
+def test_a_manifest_rows_units_win_over_the_configs(tmp_path):
+    np.save(tmp_path / "a.npy", np.full((1, 2560), 20.0))  # microvolts
+    np.save(tmp_path / "b.npy", np.full((1, 2560), 20e-6))  # volts
+    (tmp_path / "m.csv").write_text("path,sfreq,ch_names,units\na.npy,256,Cz,uV\nb.npy,256,Cz,\n")
+    a, b = read_dataset("manifest", tmp_path / "m.csv", units="V", check_units=False)
+    assert a.units == "uV" and "units" not in a.reader and b.reader["units"] == "V"
+    assert a.load().get_data()[0, 0] == pytest.approx(20e-6)
+    assert b.load().get_data()[0, 0] == pytest.approx(20e-6)

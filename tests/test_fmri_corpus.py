@@ -227,3 +227,16 @@ def test_manifest_rows_of_fmri_runs(study, tmp_path):
     with pytest.raises(NeurofmError, match="column 'confounds' describes fMRI recordings, but "
                        "the recipe is EEG"):  # fmt: skip
         read_dataset("manifest", study / "m3.csv")
+
+
+def test_a_manifest_rows_t_r_wins_over_the_configs(tmp_path):
+    rng = np.random.default_rng(6)
+    header = ",".join(f"label_{p + 1}" for p in range(PARCELS))
+    for name in ("a", "b"):
+        np.savetxt(tmp_path / f"{name}.csv", rng.normal(0, 1, (30, PARCELS)), delimiter=",",
+                   header=header, comments="")  # fmt: skip
+    (tmp_path / "tables.csv").write_text("path,t_r\na.csv,0.72\nb.csv,\n")
+    from neurofm.io.datasets import read_dataset
+
+    a, b = read_dataset("manifest", tmp_path / "tables.csv", modality="fmri", t_r=2.0)
+    assert a.load().attrs["t_r"] == 0.72 and b.load().attrs["t_r"] == 2.0

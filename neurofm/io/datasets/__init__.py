@@ -246,13 +246,17 @@ def split_reader_options(name: str, options: dict, modality: str = "eeg") -> tup
 
 
 def _with_read_options(rec: Recording, options: dict) -> Recording:
-    """Add read_eeg options to a recording's own; mappings (positions, rename) merge."""
+    """Add the config's file-reader options to a recording's own, which are more specific
+    and win: a value the recording has (a manifest row's ``t_r``, ``units``,
+    ``confounds``; a dataset's known units) is kept, and mappings (``positions``,
+    ``rename``) merge with the recording's entries winning."""
     merged = dict(rec.reader)
     for key, value in options.items():
-        old = merged.get(key)
-        merged[key] = (
-            {**old, **value} if isinstance(old, dict) and isinstance(value, dict) else value
-        )
+        mine = rec.reader.get(key, {"t_r": rec.t_r, "units": rec.units}.get(key))
+        if mine is None:
+            merged[key] = value
+        elif isinstance(mine, dict) and isinstance(value, dict):
+            merged[key] = {**value, **mine}
     rec.reader = merged
     return rec
 
@@ -263,7 +267,10 @@ def read_dataset(name: str, root, *, modality: str = "eeg", **options) -> Iterab
     ``options`` are the reader's own (e.g. chbmit's ``subjects``) and the file reader's
     options applied to every recording: ``read_eeg``'s (``positions``, ``units``,
     ``data_format`` ...), or for ``modality="fmri"`` ``read_fmri``'s (``atlas``, ``t_r``,
-    ``confounds`` ...). A path option starting with ``~`` is expanded.
+    ``confounds`` ...). They are defaults: a recording's own value (a manifest row's
+    ``t_r`` or ``units``, a dataset's known units) wins, and a mapping such as
+    ``positions`` merges with the row's, the row's entries winning. A path option
+    starting with ``~`` is expanded.
     """
     own, read_options = split_reader_options(name, options, modality)
     root = Path(root).expanduser()
