@@ -53,7 +53,7 @@ def edf_cases(draw):
     c["spr"] = spr = [spr0] * ns
     if len(set(eeg)) > 1 and draw(st.booleans()):  # an EEG name sampled slower: dropped, named
         c["slow"] = draw(st.sampled_from([e for e in eeg if eeg.count(e) == 1]))
-        spr[labels.index(c["slow"])] = draw(st.sampled_from([1, spr0 // 2]))
+        spr[labels.index(c["slow"])] = draw(st.sampled_from([1, spr0 // 8]))  # < rate / 4
         c["warned"].append("slower")
     c["units"] = [draw(st.sampled_from(["uV", "uV", "mV", "V", "nV", ""])) for _ in labels]
     c["pmin"], c["pmax"], c["dmin"], c["dmax"] = [], [], [], []

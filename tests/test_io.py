@@ -101,14 +101,16 @@ def test_cnt_format_option_passes_through():
 
 
 def test_biosemi_montage_option():
-    # its A1..A9 are sampled at 1..256 Hz among 512 Hz channels: dropped, named (item 5)
+    # its A1..A9 are sampled at 1..256 Hz among 512 Hz channels: those below a quarter of
+    # 512 Hz (A1..A7) are dropped and named (item 5); A8 and A9 (128, 256 Hz) are EEG, kept
     with pytest.warns(FileFormatWarning, match=r"'A1' \(1 Hz\), 'A2' \(2 Hz\)"):
         raw = neurofm.read_eeg(shared("eeg/formats/EDF/test_reduced.edf"), montage="biosemi128")
-    assert "A1" not in raw.ch_names and raw.info["sfreq"] == 512
+    assert "A1" not in raw.ch_names and "A7" not in raw.ch_names and raw.info["sfreq"] == 512
+    assert {"A8", "A9"} <= set(raw.ch_names)
     assert np.isfinite(raw.info["chs"][0]["loc"][:3]).all()
     tokens = neurofm.tokenize(raw, SHORT)
-    # 'A10' here is a BioSemi cap label, not the 10-05 electrode: no vocabulary id of its own
-    assert tokens.names[0][0] == "A10" and tokens.space[0, 0].item() == 1
+    # 'A8' here is a BioSemi cap label, not the 10-05 electrode: no vocabulary id of its own
+    assert tokens.names[0][0] == "A8" and tokens.space[0, 0].item() == 1
     assert np.isfinite(tokens.pos[0, 0].numpy()).all()
 
 
@@ -283,9 +285,15 @@ def test_inverted_physical_range_is_legal_polarity(tmp_path):
 def test_slow_channel_with_an_eeg_name_is_dropped(tmp_path):
     # issue 12, item 5: a 1 Hz 'Cz' among 256 Hz channels was upsampled and kept as EEG
     path = _edf(tmp_path, labels=("Fp1", "Fp2", "Cz", "SpO2"), samples_per_record=[256, 256, 1, 1])
-    with pytest.warns(FileFormatWarning, match=r"sampled slower .*: 'Cz' \(1 Hz\)\. "):
+    with pytest.warns(FileFormatWarning, match=r"sampled far slower .*: 'Cz' \(1 Hz\)\. "):
         raw = neurofm.read_eeg(path)
     assert raw.ch_names == ["Fp1", "Fp2"] and raw.info["sfreq"] == 256
+    # EEG at another plausible rate (200 among 256 Hz) is EEG: kept, resampled by the reader
+    path = _edf(tmp_path, labels=("Fp1", "Fp2", "Cz"), samples_per_record=[256, 256, 200],
+                name="mixed.edf")  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FileFormatWarning)
+        assert neurofm.read_eeg(path).ch_names == ["Fp1", "Fp2", "Cz"]
 
 
 def test_reader_warnings_are_named(tmp_path):

@@ -34,7 +34,7 @@ from ..errors import (
     validate_type,
     warn,
 )
-from ..preprocess.recipe import check_sfreq
+from ..preprocess.recipe import SFREQ_RANGE, check_sfreq
 from .edf import SAMPLE_BYTES, check_header, read_header
 
 # format name -> (MNE reader, extensions)
@@ -171,14 +171,16 @@ def _check_edf(path: Path, fmt: str, reader_kwargs: dict) -> None:
         return
     rates, counts = np.unique(h.sfreqs[eeg], return_counts=True)
     main = rates[counts == counts.max()].max()  # the rate most EEG channels have
-    slow = [i for i in eeg if h.sfreqs[i] < main]
+    # far slower than the file's EEG (below a quarter of its rate, or 10 Hz): a sensor under
+    # an EEG name (a 1 Hz 'Cz' among 256 Hz EEG), not EEG at another rate (200 among 256)
+    slow = [i for i in eeg if h.sfreqs[i] < max(SFREQ_RANGE[0], main / 4)]
     if slow:
         named = ", ".join(f"{h.labels[i]!r} ({h.sfreqs[i]:g} Hz)" for i in slow[:8])
         warn(
-            f"{path.name}: {len(slow)} channels with EEG names are sampled slower than the "
-            f"file's EEG ({main:g} Hz): {named}{' ...' if len(slow) > 8 else ''}. EEG is not "
-            "recorded that way (a sensor under an EEG name?), and they would be upsampled: "
-            "dropped. Read them with MNE if you need them",
+            f"{path.name}: {len(slow)} channels with EEG names are sampled far slower than "
+            f"the file's EEG ({main:g} Hz): {named}{' ...' if len(slow) > 8 else ''}. EEG is "
+            "not recorded that way (a sensor under an EEG name?), and they would be "
+            "upsampled: dropped. Read them with MNE if you need them",
             FileFormatWarning,
             stacklevel=5,
         )
