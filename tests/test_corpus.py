@@ -488,3 +488,31 @@ def test_a_changed_split_reaches_the_index_without_recomputing(tmp_path):
     assert set(ShardDataset(out, split="train").index.id) == {"a"}
     meta = json.loads((out / "shards" / "b" / "meta.json").read_text())
     assert meta["split"] == "test" and meta["session"] == "s1"
+
+
+def test_an_unreadable_shard_file_is_a_damaged_shard(damaged_corpus, monkeypatch):
+    import errno
+
+    from neurofm.data import ShardWarning, shards
+
+    def eio(path):
+        if path.parent.name == "chb01_01":
+            raise OSError(errno.EIO, "Input/output error")
+        return file_sha256(path)
+
+    file_sha256 = shards.file_sha256
+    monkeypatch.setattr(shards, "file_sha256", eio)
+    with pytest.raises(ShardError, match="chb01_01: x.npy is unreadable .Input/output error"):
+        shards.verify_shard(damaged_corpus / "shards" / "chb01_01",
+                            shards.read_meta(damaged_corpus / "shards" / "chb01_01"))  # fmt: skip
+    with pytest.warns(ShardWarning, match="chb01_01: x.npy is unreadable"):
+        seen = _seen(ShardDataset(damaged_corpus, batch_size=4))
+    assert "chb01_01" not in {s for s, _ in seen} and len(seen) == 15
+
+
+def test_a_corpus_of_an_older_neurofm_says_so(damaged_corpus):
+    stats = json.loads((damaged_corpus / "stats.json").read_text())
+    del stats["index_sha256"]
+    (damaged_corpus / "stats.json").write_text(json.dumps(stats))
+    with pytest.raises(ShardError, match=r"made by an older neurofm.*preprocess .*--overwrite"):
+        ShardDataset(damaged_corpus)

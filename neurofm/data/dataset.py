@@ -368,7 +368,10 @@ def _read_index(root: Path):
     try:
         stats = json.loads((root / STATS).read_text())
         want = stats["index_sha256"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except KeyError:  # written before stats.json held the index's checksum
+        raise ShardError(f"{root} was made by an older neurofm ({STATS} has no index checksum): "
+                         "rebuild it with `neurofm preprocess CONFIG.yaml --overwrite`") from None  # fmt: skip
+    except (OSError, ValueError, TypeError) as err:
         raise ShardError(f"{root / STATS} is missing or damaged ({err!r}): {fix}") from None
     if file_sha256(index_path) != want:
         raise ShardError(f"{index_path} does not match its checksum in {STATS} (edited or "

@@ -138,18 +138,24 @@ def read_meta(shard: Path) -> dict:
 
 
 def verify_shard(shard: Path, meta: dict) -> None:
-    """Every data file's size and SHA-256 against ``meta.json`` (``ShardError`` if not)."""
+    """Every data file's size and SHA-256 against ``meta.json``: ``ShardError`` if not, or
+    if a file cannot be read (missing, permissions, I/O error)."""
     for name, want in meta["files"].items():
         try:
             size = (shard / name).stat().st_size
+            if size != want["bytes"]:
+                raise ShardError(f"shard {shard.name}: {name} is {size} bytes, {want['bytes']} "
+                                 "when written (truncated or overwritten)")  # fmt: skip
+            if file_sha256(shard / name) != want["sha256"]:
+                raise ShardError(f"shard {shard.name}: {name} does not match its SHA-256 "
+                                 "(damaged on disk)")  # fmt: skip
+        except ShardError:
+            raise
         except FileNotFoundError:
             raise ShardError(f"shard {shard.name}: {name} is missing") from None
-        if size != want["bytes"]:
-            raise ShardError(f"shard {shard.name}: {name} is {size} bytes, {want['bytes']} when "
-                             "written (truncated or overwritten)")  # fmt: skip
-        if file_sha256(shard / name) != want["sha256"]:
-            raise ShardError(f"shard {shard.name}: {name} does not match its SHA-256 (damaged "
-                             "on disk)")  # fmt: skip
+        except OSError as err:  # permissions, an I/O error: the damaged-shard rule applies
+            raise ShardError(f"shard {shard.name}: {name} is unreadable "
+                             f"({err.strerror or err})") from None  # fmt: skip
 
 
 # ---------------------------------------------------------------------- npy streaming
