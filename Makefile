@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCKED := $(VENV)/.locked
 LOCK := requirements/dev.lock
 # `make lock` keeps today's pins where they still satisfy pyproject.toml; UPGRADE=1 moves
 # every package to its newest allowed release.
@@ -15,12 +16,18 @@ UV_TOOL := .venv-lock/bin/uv
 
 .PHONY: demo test lint bench venv lock clean
 
-# A changed lock rebuilds the environment from scratch: what is installed is exactly the lock.
-$(STAMP): $(LOCK) pyproject.toml
+# A changed lock rebuilds the environment from scratch: what is installed is exactly the
+# lock. A changed pyproject.toml only reinstalls neurofm itself, then `pip check` fails if
+# it declares a dependency the lock lacks (run `make lock`).
+$(LOCKED): $(LOCK)
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --require-hashes -r $(LOCK)
+	touch $(LOCKED)
+
+$(STAMP): $(LOCKED) pyproject.toml
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip check || (echo "pyproject.toml and $(LOCK) disagree: run make lock" && false)
 	$(PY) -m neurofm.devcheck
 	touch $(STAMP)
 
