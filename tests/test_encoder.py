@@ -337,6 +337,22 @@ def test_time_table_interpolates_and_resizes():
         assert torch.isfinite(model(make_tokens(CHB[:2], N=6)).tokens).all()
 
 
+def test_time_embedding_arguments_are_checked():
+    """The old positional order (dim, patch_seconds, kind, rows) fails loudly instead of
+    building kind=1.0; other bad arguments are named."""
+    from neurofm.models.layers.embeddings import TimeEmbedding
+
+    with pytest.raises(NeurofmError, match="patch_seconds is no longer an argument"):
+        TimeEmbedding(200, 1.0, "table", 16)
+    with pytest.raises(NeurofmError, match="did you mean 'table'"):
+        TimeEmbedding(200, "tabel")
+    with pytest.raises(NeurofmError, match="rows must be an int"):
+        TimeEmbedding(200, "table", 16.0)
+    with pytest.raises(NeurofmError, match="dim must be at least 1"):
+        TimeEmbedding(0)
+    assert TimeEmbedding(200, "table", 16).table.shape == (16, 200)
+
+
 def test_masked_group_norm_ignores_padding():
     from neurofm.models.layers.embeddings import ConvPatchEmbed
 

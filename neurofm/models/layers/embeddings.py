@@ -19,6 +19,7 @@ An encoder input token is ``patch(x) + space(space id, pos) + time(t)``:
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +27,7 @@ from einops import rearrange
 from torch import nn
 
 from ...channels import UNK
-from ...errors import NeurofmError
+from ...errors import NeurofmError, check_finite, check_option, validate_type
 from .norm import group_norm
 
 __all__ = [
@@ -153,6 +154,17 @@ class TimeEmbedding(nn.Module):
     def __init__(self, dim: int, kind: str = "fourier", rows: int = 16, frequencies: int = 32,
                  max_period: float = 10_000.0):  # fmt: skip
         super().__init__()
+        if isinstance(kind, numbers.Real):  # the old order: (dim, patch_seconds, kind, rows)
+            raise NeurofmError(
+                f"TimeEmbedding(dim, kind, rows, ...) got kind={kind!r}: patch_seconds is no "
+                "longer an argument (it comes with each call, from the recipe); drop it"
+            )
+        check_option("TimeEmbedding kind", kind, ("fourier", "table"))
+        for name, value in (("dim", dim), ("rows", rows), ("frequencies", frequencies)):
+            validate_type(value, int, f"TimeEmbedding {name}", "an int")
+            if value < 1:
+                raise NeurofmError(f"TimeEmbedding {name} must be at least 1, got {value}")
+        check_finite(max_period, "TimeEmbedding max_period", low=1.0)
         self.kind = kind
         if kind == "table":
             self.table = nn.Parameter(torch.zeros(rows, dim))
