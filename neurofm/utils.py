@@ -60,29 +60,50 @@ def peak_rss_mib() -> float:
 
 
 # ---------------------------------------------------------------------- atomic writes
-# A write goes to a hidden sibling ``.<name>.<pid>-<random>.<kind>`` (kind: part = a file
-# being written, tmp = a folder being written, old = a folder being replaced) and is
-# renamed into place. A writer killed with SIGKILL leaves its sibling behind; the next
-# write of the same path removes siblings whose process is gone. Readers never look at them.
+# A write goes to a hidden sibling ``.<name>.<host>-<pid>-<random>.<kind>`` (kind: part =
+# a file being written, tmp = a folder being written, old = a folder being replaced) and
+# is renamed into place. A writer killed with SIGKILL leaves its sibling behind; the next
+# write of the same path on the same host removes siblings whose process is gone (a pid
+# means nothing on another host sharing the folder, e.g. over NFS: those are left alone).
+# Siblings without a host (neurofm before it was added) count as this host's. Readers
+# never look at them.
 _KINDS = ("part", "tmp", "old")
+
+
+def _host() -> str:
+    """This machine's name, reduced to characters safe in a file name (no dash)."""
+    import re
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "localhost"
 
 
 def _temp_sibling(path: Path, kind: str) -> Path:
     import os
     import secrets
 
-    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.{kind}")
+    name = f".{path.name}.{_host()}-{os.getpid()}-{secrets.token_hex(4)}.{kind}"
+    return path.with_name(name)
 
 
-def _siblings(path: Path, kind: str) -> list[tuple[Path, int]]:
-    """(sibling, writer pid) for the temporary siblings of ``path`` of one kind."""
+def _siblings(path: Path, kind: str) -> list[tuple[Path, int | None]]:
+    """(sibling, writer pid) for the temporary siblings of ``path`` of one kind; the pid
+    is None for a writer on another host (it cannot be checked from here)."""
     import re
 
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)-[0-9a-f]+\.{kind}")
+    pattern = re.compile(
+        rf"\.{re.escape(path.name)}\.(?:([A-Za-z0-9._]+)-)?(\d+)-[0-9a-f]+\.{kind}"
+    )
     if not path.parent.is_dir():
         return []
-    return [(p, int(m.group(1))) for p in path.parent.iterdir()
-            if (m := pattern.fullmatch(p.name))]  # fmt: skip
+    here = _host()
+    return [(p, int(m.group(2)) if m.group(1) in (None, here) else None)
+            for p in path.parent.iterdir() if (m := pattern.fullmatch(p.name))]  # fmt: skip
+
+
+def _stale(pid: int | None) -> bool:
+    """Whether a sibling's writer is known to be gone: a dead process on this host."""
+    return pid is not None and not _alive(pid)
 
 
 def _alive(pid: int) -> bool:
@@ -125,7 +146,8 @@ def _fsync(path: Path) -> None:
 
 
 def remove_stale(path) -> None:
-    """Delete what killed writes of ``path`` left behind (their processes are gone).
+    """Delete what killed writes of ``path`` on this host left behind (their processes
+    are gone).
 
     An interrupted folder swap on a file system without an atomic exchange leaves the
     previous folder as ``.<name>.*.old`` and ``path`` absent: it is put back first.
@@ -133,13 +155,13 @@ def remove_stale(path) -> None:
     import os
 
     path = Path(path)
-    backups = [p for p, pid in _siblings(path, "old") if not _alive(pid)]
+    backups = [p for p, pid in _siblings(path, "old") if _stale(pid)]
     if backups and not path.exists():
         os.rename(max(backups, key=lambda p: p.stat().st_mtime), path)
     path.with_name(path.name + ".part").unlink(missing_ok=True)  # neurofm < 0.1's debris
     for kind in _KINDS:
         for sibling, pid in _siblings(path, kind):
-            if not _alive(pid):
+            if _stale(pid):
                 _remove(sibling)
 
 

@@ -576,6 +576,21 @@ def test_stale_temporaries_are_ignored_then_removed(tmp_path, tiny):
     assert (path / "README.md").read_text() == "model card"  # other files are kept
 
 
+def test_only_this_hosts_dead_writers_are_reaped(tmp_path, tiny):
+    """A pid means something on its own host only: siblings another host left in a shared
+    folder (NFS) stay; this host's dead writers' are removed."""
+    from neurofm.utils import _host, _temp_sibling
+
+    path = tiny.save_pretrained(tmp_path / "ckpt")
+    assert _temp_sibling(path, "tmp").name.startswith(f".ckpt.{_host()}-")
+    ours = tmp_path / f".ckpt.{_host()}-99999999-0a1b2c3d.tmp"  # no such process here
+    other = tmp_path / ".ckpt.not-this_host.example-1-0a1b2c3d.tmp"
+    for stale in (ours, other):
+        stale.mkdir()
+    tiny.save_pretrained(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "ckpt"]
+
+
 def test_atomic_write_leaves_no_part_file(tmp_path):
     # issue 12, item 1: a failed write leaves the old file and no temporary
     from neurofm.utils import atomic_write

@@ -327,6 +327,19 @@ def test_fsdp2_sharded_model_saves_a_full_checkpoint(tmp_path, process_group, mo
     assert passes == ["sharded", "plain", "plain"]
 
 
+def test_only_rank_0_writes(tmp_path, process_group, monkeypatch):
+    """Under DDP every rank holds the whole model: only rank 0 writes the folder (ranks
+    writing it at once would race); another rank returns without writing."""
+    import torch.distributed as dist
+
+    model = small("eeg-tiny")
+    monkeypatch.setattr(dist, "get_rank", lambda *a, **k: 1)
+    assert save_model(model, tmp_path / "ckpt") == tmp_path / "ckpt"
+    assert list(tmp_path.iterdir()) == [tmp_path / "store"]  # the process group's file
+    monkeypatch.setattr(dist, "get_rank", lambda *a, **k: 0)
+    _same_as_plain(save_model(model, tmp_path / "ckpt"), model)
+
+
 # ---------------------------------------------------------------------- masked modelling
 @pytest.mark.parametrize("attention", ["full", "divided"])
 def test_hidden_tokens_content_reaches_nothing(attention):

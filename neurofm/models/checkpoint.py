@@ -146,7 +146,12 @@ def save_model(model: nn.Module, path, *, extra: dict | None = None) -> Path:
     The folder switches from its previous content to the new checkpoint in one step: a
     save killed at any moment leaves the previous checkpoint or the new one, never a mix
     (other files in the folder, such as a model card, are kept). ``model`` may be wrapped
-    (DDP, ``torch.compile``) or sharded (FSDP2: call it on every rank; rank 0 writes).
+    (DDP, ``torch.compile``) or sharded (FSDP2: call it on every rank).
+
+    Under ``torch.distributed`` only rank 0 writes; the other ranks return at once,
+    without waiting for it (no barrier, so calling it on rank 0 alone works for an
+    unsharded model). A rank that reads the checkpoint next calls
+    ``torch.distributed.barrier()`` first.
     ``extra`` adds JSON-serialisable keys to ``config.json`` (not the reserved ones).
     """
     from safetensors.torch import save_file
@@ -171,10 +176,10 @@ def save_model(model: nn.Module, path, *, extra: dict | None = None) -> Path:
         json.dumps(config)
     except TypeError as err:
         raise NeurofmError(f"save_model: extra= must be JSON-serialisable ({err})") from err
-    state = full_state_dict(model)
+    state = full_state_dict(model)  # a collective for a sharded model: every rank calls it
     dist = torch.distributed
-    if not state and dist.is_available() and dist.is_initialized() and dist.get_rank():
-        return Path(path)  # a sharded model: rank 0 holds the gathered tensors and writes
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return Path(path)  # rank 0 writes: ranks writing one folder at once would collide
     meta = {"format": FORMAT, "architecture": config["architecture"]}
 
     def write(folder: Path) -> None:
