@@ -340,6 +340,26 @@ def test_only_rank_0_writes(tmp_path, process_group, monkeypatch):
     _same_as_plain(save_model(model, tmp_path / "ckpt"), model)
 
 
+def test_old_names_still_work(tmp_path):
+    """What neurofm.models.registry exported before checkpoint.py existed still imports
+    (85f7a23); from_labram(patch_len=) names the recipe instead of a bare TypeError."""
+    import neurofm.models.checkpoint as checkpoint
+    from neurofm.models import from_labram
+    from neurofm.models.registry import FORMAT, read_config
+    from neurofm.models.registry import load_model as old_load
+    from neurofm.models.registry import save_model as old_save
+
+    assert FORMAT == checkpoint.FORMAT and read_config is checkpoint.read_config
+    model = small("eeg-tiny")
+    assert old_load(old_save(model, tmp_path / "m")).config == model.config
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        neurofm.models.registry.nothing  # noqa: B018
+    with pytest.raises(NeurofmError, match="geometry comes from the recipe: pass recipe="):
+        from_labram({}, patch_len=200)
+    with pytest.raises(TypeError, match="'hedas'"):
+        from_labram({}, hedas=10)
+
+
 # ---------------------------------------------------------------------- masked modelling
 @pytest.mark.parametrize("attention", ["full", "divided"])
 def test_hidden_tokens_content_reaches_nothing(attention):

@@ -145,7 +145,7 @@ def _normalise(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
 
 
 def from_labram(source, *, heads: int | None = None, recipe=None,
-                name: str | None = None) -> Encoder:  # fmt: skip
+                name: str | None = None, **removed) -> Encoder:  # fmt: skip
     """An :class:`Encoder` holding LaBraM weights.
 
     Parameters
@@ -165,6 +165,15 @@ def from_labram(source, *, heads: int | None = None, recipe=None,
     Encoder
         With ``model.conversion`` describing mapped and dropped rows and ignored tensors.
     """
+    geometry = {k: removed.pop(k) for k in ("patch_len", "patch_seconds") if k in removed}
+    if removed:
+        raise TypeError(f"from_labram() got an unexpected keyword argument {next(iter(removed))!r}")
+    if geometry:  # from_labram(patch_len=...) before patch geometry moved to the recipe
+        given = ", ".join(f"{k}={v!r}" for k, v in geometry.items())
+        raise NeurofmError(
+            f"from_labram({given}): patch geometry comes from the recipe: pass recipe="
+            "neurofm.Recipe(sfreq=..., patch_seconds=...) (default: LaBraM's 200 Hz, 1 s)"
+        )
     state, layout = _normalise(_read(source))
     dim = state["cls_token"].shape[-1]
     depth = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k)))

@@ -139,3 +139,17 @@ def create_model(name: str, *, recipe=None, **overrides):
     except ConfigError as err:
         raise ConfigError(f"create_model({name!r}, ...): {err}") from None
     return get_architecture(architecture).cls(config, recipe=recipe)
+
+
+# Moved to checkpoint.py; importable from here as they were (neurofm <= 85f7a23). Looked up
+# on first use: checkpoint.py imports this module, so importing it here would be a cycle.
+_MOVED = {"load_model": "checkpoint", "save_model": "checkpoint", "read_config": "checkpoint",
+          "FORMAT": "checkpoint"}  # fmt: skip
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_MOVED[name]}", __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
