@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -529,7 +530,23 @@ def legacy_checkpoint(path, version: int, **model_changes) -> dict:
 def test_format_1_and_2_checkpoints_still_load(tmp_path, tiny):
     # issue 12, item 1: checkpoints saved before the config checksum stay readable;
     # issue 13: format 1-2 (encoders only, geometry in the model config) migrate to 3
+    from safetensors.torch import load_file
+
     from neurofm.models.checkpoint import FORMAT_VERSION, read_config
+
+    for name, sfreq in (("eeg_tiny", 200.0), ("fmri_tiny", None)):  # written by 85f7a23
+        real = Path(__file__).parent / "data" / f"format1_{name}"
+        with pytest.warns(FileFormatWarning, match="format-1 checkpoint"):
+            loaded = load_model(real)
+        saved = load_file(real / "model.safetensors")
+        state = loaded.state_dict()
+        assert state.keys() == saved.keys()
+        assert all(torch.equal(state[k], v) for k, v in saved.items())
+        old = json.loads((real / "config.json").read_text())["model"]
+        assert loaded.config.name == old["name"] and loaded.config.dim == old["dim"]
+        assert loaded.recipe.patch_len == old["patch_len"]
+        assert loaded.recipe.patch_seconds == pytest.approx(old["patch_seconds"])
+        assert sfreq is None or loaded.recipe.sfreq == sfreq
 
     path = tiny.save_pretrained(tmp_path / "ckpt")
     legacy_checkpoint(path, 1)
