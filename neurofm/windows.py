@@ -201,7 +201,10 @@ def _prepare(source, recipe, picks, chunk_seconds, read_kwargs) -> tuple[_Grid, 
         recipe = as_recipe(recipe, "eeg")
         return _eeg_grid(source, recipe, picks, chunk_seconds, read_kwargs), recipe
     if picks is not None:
-        raise NeurofmError("picks= selects EEG channels; select parcels on the series instead")
+        raise NeurofmError(
+            "picks= selects EEG channels; select parcels on the series instead "
+            "(series.isel(parcel=...): each keeps its atlas_index, so space='atlas' ids hold)"
+        )
     recipe = None if recipe is None else as_recipe(recipe, "fmri")
     return _fmri_grid(source, recipe, read_kwargs)
 
@@ -271,12 +274,23 @@ def _fmri_grid(source, recipe: FMRIRecipe | None, read_kwargs) -> tuple[_Grid, F
     taint = ~np.isfinite(x)
     grid = _Grid(
         names=tuple(str(n) for n in series["parcel"].values),
-        space=np.full(S, UNK) if recipe.space == "coords" else np.arange(S) + 2,
+        space=np.full(S, UNK) if recipe.space == "coords" else _atlas_ids(series),
         pos=parcel_coords(series),
         blocks=[(np.where(taint, np.float32(0), x), taint)],
         n_samples=T,
     )
     return grid, recipe
+
+
+def _atlas_ids(series) -> np.ndarray:
+    """``space='atlas'`` ids: 2 + each parcel's index in its atlas (kept through selections)."""
+    if "atlas_index" not in series.coords:
+        raise NeurofmError(
+            "space='atlas' needs each parcel's index in its atlas (the 'atlas_index' "
+            "coordinate read_fmri writes when it reads with an atlas): read the run with "
+            "atlas=, or use space='coords'"
+        )
+    return np.asarray(series["atlas_index"].values, dtype=np.int64) + 2
 
 
 def _series_recipe(series, recipe: FMRIRecipe | None) -> FMRIRecipe:

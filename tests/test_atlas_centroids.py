@@ -201,6 +201,7 @@ def test_table_names_keep_their_columns_when_matched_to_an_atlas():
         [series.x[0], series.y[0], series.z[0]], atlas.coords[first]
     )  # the column keeps its own centroid
     assert series.x[0] > 0 and names[0].startswith("7Networks_RH")
+    assert series.atlas_index.values.tolist() == list(range(99, -1, -1))  # space='atlas' ids
     with pytest.raises(NeurofmError, match="names 99 of its 100 parcels"):
         neurofm.read_fmri(table.rename(columns={names[5]: "mystery"}), "schaefer2018-100", t_r=2.0)
     other = table.set_axis([f"roi{i}" for i in range(100)], axis=1)

@@ -646,8 +646,14 @@ def test_space_atlas_needs_an_atlas_vocabulary():
     series = xr.DataArray(x, dims=("time", "parcel"), attrs={"t_r": 2.0})
     with pytest.raises(NeurofmError, match=r"atlas None .*space='atlas'"):  # whose ids?
         tokenize_fmri(series, recipe)
+    with pytest.raises(NeurofmError, match="space='atlas' needs each parcel's index"):
+        tokenize_fmri(series.assign_attrs(atlas="power2011"), recipe)  # no atlas_index
+    series = series.assign_coords(atlas_index=("parcel", [10, 11, 12]))
     tokens = tokenize_fmri(series.assign_attrs(atlas="power2011"), recipe)
-    assert tokens.space[0].tolist() == [2, 3, 4]
+    assert tokens.space[0].tolist() == [12, 13, 14]
+    # a selection keeps each parcel's own id (it used to be 2 + position in the series)
+    picked = tokenize_fmri(series.assign_attrs(atlas="power2011").isel(parcel=[2, 0]), recipe)
+    assert picked.space[0].tolist() == [14, 12]
     assert (tokenize_fmri(series, recipe.replace(space="coords")).space == 1).all()  # UNK
     # models apply the rule when built: a registered fMRI size has no atlas vocabulary
     with pytest.raises(NeurofmError, match=r"space='coords'.*vocab_size = 2 \+ parcels"):

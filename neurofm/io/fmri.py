@@ -635,6 +635,11 @@ def read_parcels(source, atlas=None, *, t_r: float | None = None,
             "time": np.arange(len(data)) * tr_in,
             "parcel": list(names),
             **{a: ("parcel", coords[:, i]) for i, a in enumerate("xyz")},
+            **(
+                {"atlas_index": ("parcel", attrs.pop("atlas_index"))}
+                if "atlas_index" in attrs
+                else {}
+            ),
         },  # fmt: skip
         name="bold",
         attrs={"t_r": tr_in, "atlas": atlas_name, **attrs},
@@ -704,18 +709,19 @@ def _table_series(source, atlas, t_r, labels, coords, layout, key, data_dir, off
     data, stored = _orient(data, tr_in, layout=layout, names_axis=names_axis,
                            n_parcels=n_parcels, count_from=count_from, where=where)  # fmt: skip
     if spec is not None:
-        names, coords = _match_atlas(names, spec, coords, where)
+        names, coords, index = _match_atlas(names, spec, coords, where)
     names = labels if labels is not None and spec is None else names
     names = names or [f"parcel_{i}" for i in range(data.shape[1])]
     data = np.array(data, dtype=np.float64)  # a writable, contiguous copy
     missing = np.isnan(data).all(0)  # an all-NaN column: a parcel with no signal
     if not np.isfinite(data[:, ~missing]).all():
         nonfinite_error(data[:, ~missing], [n for n, m in zip(names, missing) if not m], tr_in)
-    return data, names, coords, spec.name if spec else "table", tr_in, {"layout": stored}
+    attrs = {"layout": stored} if spec is None else {"layout": stored, "atlas_index": index}
+    return data, names, coords, spec.name if spec else "table", tr_in, attrs
 
 
 def _match_atlas(table_names, spec, coords, where: str):
-    """The atlas's names and centroids in the table's column order.
+    """The atlas's names, centroids and parcel indices in the table's column order.
 
     A table that names its parcels keeps its order: the same names as the atlas in another
     order are matched by name; some shared and some not is refused (a mixed-up table);
@@ -723,12 +729,12 @@ def _match_atlas(table_names, spec, coords, where: str):
     """
     coords = spec.coords if coords is None else coords
     if not table_names or list(table_names) == list(spec.names):
-        return list(spec.names), coords
+        return list(spec.names), coords, np.arange(len(spec))
     index = {name: i for i, name in enumerate(spec.names)}
     shared = [n for n in table_names if n in index]
     if len(shared) == len(table_names) == len(index):
-        order = [index[n] for n in table_names]
-        return list(table_names), np.asarray(coords)[order]
+        order = np.array([index[n] for n in table_names])
+        return list(table_names), np.asarray(coords)[order], order
     if shared:
         missing = [n for n in table_names if n not in index][:3]
         raise NeurofmError(
@@ -740,7 +746,7 @@ def _match_atlas(table_names, spec, coords, where: str):
          f"the atlas's names and centroids are taken in column order ({spec.names[0]!r} "
          "first); pass labels= or coords= if the columns are in another order",
          ChannelWarning)  # fmt: skip
-    return list(spec.names), coords
+    return list(spec.names), coords, np.arange(len(spec))
 
 
 def _image_series(source, atlas, t_r, recipe, labels, mask_img, memory, data_dir, offline):
@@ -776,7 +782,8 @@ def _image_series(source, atlas, t_r, recipe, labels, mask_img, memory, data_dir
     if spec.kind != "parcellation":
         _check_overlap(img, spec)
     data, spec = _extract(img, spec, recipe, tr_in, memory, mask_img)
-    return data, spec.names, spec.coords, spec.name, tr_in, {"peak": peak}
+    return data, spec.names, spec.coords, spec.name, tr_in, {"peak": peak,
+                                                             "atlas_index": np.arange(len(spec))}  # fmt: skip
 
 
 def _nonfinite(img, block: int = 64) -> tuple[int, int | None, float]:

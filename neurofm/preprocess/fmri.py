@@ -76,6 +76,7 @@ def preprocess_fmri(series, recipe: FMRIRecipe | None = None, *, confounds=None,
             "time": np.arange(len(data)) * recipe.t_r,
             "parcel": names,
             **{a: ("parcel", xyz) for a, xyz in zip("xyz", parcel_coords(series).T)},
+            **{c: ("parcel", series[c].values) for c in ("atlas_index",) if c in series.coords},
         },  # fmt: skip
         name="bold",
         attrs={
