@@ -516,3 +516,31 @@ def test_a_corpus_of_an_older_neurofm_says_so(damaged_corpus):
     (damaged_corpus / "stats.json").write_text(json.dumps(stats))
     with pytest.raises(ShardError, match=r"made by an older neurofm.*preprocess .*--overwrite"):
         ShardDataset(damaged_corpus)
+
+
+def test_each_shard_is_hashed_once_across_workers_and_epochs(damaged_corpus, monkeypatch):
+    from collections import Counter
+
+    from neurofm.data import shards
+
+    log = damaged_corpus / "hashed.log"
+
+    def counted(path):
+        with open(log, "a") as fh:  # from the workers too (forked: they share the patch)
+            fh.write(f"{path}\n")
+        return file_sha256(path)
+
+    file_sha256 = shards.file_sha256
+    monkeypatch.setattr(shards, "file_sha256", counted)
+    ds = ShardDataset(damaged_corpus, batch_size=2)
+    for epoch in range(3):  # workers are new processes every epoch
+        ds.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2,
+                                             multiprocessing_context="fork")  # fmt: skip
+        assert len({(lbl["shard"], lbl["window"]) for _, b in loader for lbl in b}) == 18
+    hashed = Counter(log.read_text().splitlines())
+    assert len(hashed) == 6 * 5 and set(hashed.values()) == {1}  # 6 shards x 5 files, once
+    # a changed file invalidates the marker: that shard is verified (and refused) again
+    _flip(damaged_corpus / "shards" / "chb02_01" / "t.npy", 300)
+    with pytest.warns(UserWarning, match="chb02_01: t.npy does not match"):
+        list(ShardDataset(damaged_corpus, batch_size=2))

@@ -28,9 +28,8 @@ the montage changes inside a batch, which ``collate`` pads).
 
 **Checksums.** ``index.csv`` is checked against ``stats.json`` when the dataset is made
 (a mismatch raises ``ShardError``). Each shard is verified completely (``meta.json``'s own
-checksum, then the size and SHA-256 of every file) the first time a process opens it; a
-process that reads a shard reads all of it anyway, so this at most doubles the first
-read. ``verify=False`` checks ``meta.json`` only.
+checksum, then the size and SHA-256 of every file) once per state of its files, not once
+per process or epoch: see :class:`ShardDataset`. ``verify=False`` checks ``meta.json`` only.
 
 **Damaged shards** are skipped with a :class:`~neurofm.data.ShardWarning` naming the
 shard and the damage, once per process; their windows are replaced by repeats of windows
@@ -45,6 +44,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +54,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from ..errors import NeurofmError, ShardError, check_option, warn
 from ..preprocess.recipe import EEGRecipe, FMRIRecipe, recipe_from_dict
 from ..tokens import Tokens, collate
+from ..utils import atomic_write
 from .shards import (
     DATA_FILES,
     INDEX,
@@ -68,19 +69,62 @@ from .shards import (
 
 REMAINDERS = ("pad", "drop")
 
-#: shards verified in this process, with the size and mtime of their files then
+#: shards verified in this process, with the state of their files then
 _VERIFIED: set[tuple] = set()
+MARKER = ".verified"  # in a shard's folder: the state of its files when last verified
 
 
-def _file_stats(shard: Path) -> tuple:
+def _file_stats(shard: Path) -> list:
+    """(size, mtime, ctime) in ns of ``meta.json`` and every data file (None: missing)."""
     stats = []
     for name in ("meta.json", *DATA_FILES):
         try:
             st = (shard / name).stat()
-            stats.append((st.st_size, st.st_mtime_ns))
+            stats.append([st.st_size, st.st_mtime_ns, st.st_ctime_ns])
         except OSError:
             stats.append(None)
-    return (str(shard), *stats)
+    return stats
+
+
+def _marked(shard: Path, stats: list) -> bool:
+    try:
+        return json.loads((shard / MARKER).read_text()) == stats
+    except (OSError, ValueError):
+        return False
+
+
+@contextmanager
+def _locked(folder: Path):
+    """An exclusive lock on ``folder`` (POSIX ``flock``); none where it cannot be taken."""
+    try:
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def verify_once(shard: Path, meta: dict) -> None:
+    """``verify_shard`` unless the shard was verified with its files as they are now
+    (in this process, or by any process that left its marker)."""
+    stats = _file_stats(shard)
+    key = (str(shard), json.dumps(stats))
+    if key in _VERIFIED or _marked(shard, stats):
+        return
+    with _locked(shard):
+        if not _marked(shard, stats):  # another reader may have verified it meanwhile
+            verify_shard(shard, meta)
+            try:
+                atomic_write(shard / MARKER, lambda p: p.write_text(json.dumps(stats)))
+            except OSError:  # a read-only corpus: verified once per process
+                pass
+    _VERIFIED.add(key)
 
 
 def rank_world() -> tuple[int, int]:
@@ -132,7 +176,13 @@ class ShardDataset(IterableDataset):
     remainder : "pad" | "drop"
         How windows beyond an equal share per rank are handled (module docstring).
     verify : bool
-        Check every file's SHA-256 when a process first opens a shard (module docstring).
+        Check every file's SHA-256 (module docstring). The reader that first opens a
+        shard verifies it and leaves a ``.verified`` marker in its folder holding the
+        size, mtime and ctime of its files; while they are unchanged, no process or epoch
+        (DataLoader workers are new processes every epoch) hashes it again, and a reader
+        that finds another one verifying the shard waits for it. A changed file (a new
+        ``meta.json`` too) invalidates the marker. In a read-only corpus the marker
+        cannot be written: each process then verifies a shard once.
     max_damaged : int | None
         Damaged shards skipped with a warning before iteration raises ``ShardError``
         (default: 1% of the shards, at least 1).
@@ -255,9 +305,8 @@ class ShardDataset(IterableDataset):
         """(meta, memory-mapped arrays, static arrays), verified; raises ``ShardError``."""
         d = self.root / SHARDS / shard
         meta = read_meta(d)
-        if self.verify and (key := _file_stats(d)) not in _VERIFIED:
-            verify_shard(d, meta)
-            _VERIFIED.add(key)
+        if self.verify:
+            verify_once(d, meta)
         if meta["n_windows"] != n_windows:
             raise ShardError(f"shard {shard}: {INDEX} says {n_windows} windows, meta.json "
                              f"{meta['n_windows']}: rerun `neurofm preprocess` to rebuild the index")  # fmt: skip
