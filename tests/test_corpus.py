@@ -544,3 +544,24 @@ def test_each_shard_is_hashed_once_across_workers_and_epochs(damaged_corpus, mon
     _flip(damaged_corpus / "shards" / "chb02_01" / "t.npy", 300)
     with pytest.warns(UserWarning, match="chb02_01: t.npy does not match"):
         list(ShardDataset(damaged_corpus, batch_size=2))
+
+
+def test_shards_of_recordings_no_longer_listed_are_left_out(tmp_path):
+    from neurofm.data import ShardWarning, write_shard
+    from neurofm.data.shards import write_index
+    from neurofm.io.datasets import read_dataset
+
+    config = _small(tmp_path)
+    assert preprocess_corpus(config, progress=False)["recordings"] == 2
+    out = Path(config.out)
+    with pytest.warns(ShardWarning, match=r"1 shard\(s\) .* does not list \(chb01_02\)"):
+        stats = preprocess_corpus(config.replace(max_files=1), progress=False)
+    assert stats["recordings"] == 1 and list(ShardDataset(out).index.id) == ["chb01_01"]
+    assert (out / "shards" / "chb01_02" / "meta.json").exists()  # left in place
+    # a corpus of two recipes (here indexed by hand) is refused by the dataset
+    rec = next(iter(read_dataset("chbmit", config.root)))
+    rec.id = "other"
+    write_shard(rec, config.recipe.replace(notch=50.0), out)
+    assert len(write_index(out)["recipes"]) == 2
+    with pytest.raises(ShardError, match="made with 2 different recipes"):
+        ShardDataset(out)

@@ -214,7 +214,9 @@ class ShardDataset(IterableDataset):
         self.remainder, self.verify = remainder, verify
         self.max_damaged = max(1, len(index) // 100) if max_damaged is None else max_damaged
         self._damaged: dict[str, str] = {}  # shard -> why, in this process
-        if recipe is not None:
+        if recipe is None:
+            _ = self.recipe  # refuses shards made with several recipes
+        else:
             self.check_recipe(recipe)
 
     @property

@@ -472,18 +472,10 @@ def _writable(folder: str) -> Path:
 
 
 def _check_existing(out: Path, expected: dict[str, dict], config: CorpusConfig) -> dict:
-    """States of the shards in ``out`` (``shard_state``); refuses (or, with ``overwrite``,
-    clears) those made differently from this run."""
-    if not expected:
-        return {}
-    states = {}
-    for folder in (out / SHARDS).iterdir():
-        if not folder.is_dir() or folder.name.endswith((PARTIAL, STALE)):
-            continue
-        # a shard of a recording no longer listed must at least share recipe and dtype
-        want = expected.get(folder.name) or {k: next(iter(expected.values()))[k]
-                                            for k in ("recipe", "dtype")}  # fmt: skip
-        states[folder.name] = shard_state(folder, want)
+    """States of the listed recordings' shards in ``out`` (``shard_state``); refuses those
+    made differently from this run unless ``overwrite``. Shards of recordings no longer
+    listed are left alone (and out of the index)."""
+    states = {name: shard_state(out / SHARDS / name, want) for name, want in expected.items()}
     stale = {name: why for name, (state, why) in states.items() if state == "stale"}
     if stale and not config.overwrite:
         first = "; ".join(f"{k}: {v}" for k, v in list(stale.items())[:2])
@@ -492,9 +484,6 @@ def _check_existing(out: Path, expected: dict[str, dict], config: CorpusConfig) 
             "they would mix with the new ones. Give another out, or set overwrite: true "
             "(--overwrite) to redo them"
         )
-    for name in stale:
-        if name not in expected:  # its recording is gone from the listing: remove it
-            shutil.rmtree(out / SHARDS / name)
     return states
 
 
@@ -557,14 +546,23 @@ def preprocess_corpus(config: CorpusConfig, *, progress: bool = True) -> dict:
         with open(out / FAILURES, "w") as fh:
             fh.writelines(json.dumps(f) + "\n" for f in failures)
     _report_failures(failures)
-    return write_index(out, failures=failures)
+    return write_index(out, failures=failures, ids=ids)
 
 
-def _readable_metas(out: Path) -> list[dict]:
+def _readable_metas(out: Path, ids=None) -> list[dict]:
+    """The shards under ``out`` (of ``ids`` only, when given) whose meta.json is sound."""
+    folders = sorted(p for p in (out / SHARDS).glob("*")
+                     if p.is_dir() and not p.name.endswith((PARTIAL, STALE)))  # fmt: skip
+    if ids is not None:
+        ids = set(ids)
+        others = [p.name for p in folders if p.name not in ids]
+        if others:
+            warn(f"{len(others)} shard(s) under {out / SHARDS} are of recordings this config "
+                 f"does not list ({', '.join(others[:5])}{' ...' if len(others) > 5 else ''}): "
+                 f"left out of {INDEX}; their folders are kept", ShardWarning)  # fmt: skip
+        folders = [p for p in folders if p.name in ids]
     metas = []
-    for folder in sorted(p for p in (out / SHARDS).glob("*") if p.is_dir()):
-        if folder.name.endswith((PARTIAL, STALE)):
-            continue
+    for folder in folders:
         try:
             metas.append(read_meta(folder))
         except ShardError as err:
@@ -573,12 +571,14 @@ def _readable_metas(out: Path) -> list[dict]:
     return metas
 
 
-def write_index(out: Path, *, failures=()) -> dict:
-    """``index.csv`` and ``stats.json`` from every complete shard really under ``out``."""
+def write_index(out: Path, *, failures=(), ids=None) -> dict:
+    """``index.csv`` and ``stats.json`` from the complete shards really under ``out``: all
+    of them, or those of the recordings ``ids`` (a listing; others are named in a
+    ``ShardWarning``)."""
     import pandas as pd
 
     out = Path(out)
-    metas = _readable_metas(out)
+    metas = _readable_metas(out, ids)
     rows = [{k: m[k] for k in ("id", "dataset", "subject", "session", "split", "n_windows")}
             | {"n_channels": len(m["channels"]), "montage": "|".join(m["channels"]),
                "dropped_seconds": m["dropped_seconds"], "fingerprint": m["fingerprint"]}
