@@ -17,6 +17,7 @@ patch geometry in the model config) still load.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -117,9 +118,11 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 # config.json records the SHA-256 of model.safetensors and of its own content
 # (config_sha256, over the canonical JSON without that key): a damaged or hand-edited
 # file is refused by name. Format 1 (no config checksum) still loads.
-def _sha256(path: Path) -> str:
+def _sha256(file) -> str:
+    """SHA-256 of a file, given by path or as an open binary file (read from its start)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with contextlib.nullcontext(file) if hasattr(file, "read") else open(file, "rb") as f:
+        f.seek(0)
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -273,20 +276,38 @@ def _weights_folder(name: str, cache_dir=None) -> Path:
     )
 
 
-def _read_files(path: Path) -> tuple[bytes | None, bytes | None]:
-    """``config.json`` and ``model.safetensors`` (None if absent) of one version of the folder.
+def _read_files(path: Path):
+    """``config.json`` (bytes) and ``model.safetensors`` (an open binary file) of one
+    version of the folder, each None if absent; the caller closes the file.
 
     A save swaps the whole folder, so a read that straddles a swap is seen (the folder's
-    inode changed) and repeated.
+    inode changed) and repeated. The open file keeps that version's weights readable
+    (hashed and loaded from it) even if a later save replaces the folder.
     """
     for _ in range(5):
         inode = path.stat().st_ino
-        files = tuple((path / n).read_bytes() if (path / n).is_file() else None
-                      for n in (CONFIG, WEIGHTS_FILE))  # fmt: skip
+        config = (path / CONFIG).read_bytes() if (path / CONFIG).is_file() else None
+        weights = open(path / WEIGHTS_FILE, "rb") if (path / WEIGHTS_FILE).is_file() else None
         if path.stat().st_ino == inode:
-            return files
+            return config, weights
+        if weights is not None:
+            weights.close()
     raise CheckpointError(f"{path} kept changing while it was read: another process is saving "
                           "into it; load it when the save is done")  # fmt: skip
+
+
+def _load_tensors(file) -> dict:
+    """The tensors of an open safetensors file: mapped from the same file where the OS
+    names open files (Linux /proc/self/fd; peak memory: the tensors), else read whole."""
+    from safetensors import safe_open
+    from safetensors.torch import load
+
+    proc = Path(f"/proc/self/fd/{file.fileno()}")
+    if not proc.exists():
+        file.seek(0)
+        return load(file.read())
+    with safe_open(str(proc), "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
 
 
 def _parse_config(raw: bytes | None, path: Path) -> dict:
@@ -372,7 +393,10 @@ def _recipe_of_geometry(modality: str, patch_len: int, patch_seconds: float):
 def read_config(path) -> dict:
     """A checkpoint's ``config.json``, verified against its checksum, in format 3."""
     path = _resolve(path)
-    return _parse_config(_read_files(path)[0], path)
+    config, weights = _read_files(path)
+    if weights is not None:
+        weights.close()
+    return _parse_config(config, path)
 
 
 # ---------------------------------------------------------------------- load
@@ -401,12 +425,18 @@ def load_model(source, *, modality: str | None = None, architecture: str | None 
     CheckpointError
         A missing, damaged or edited checkpoint, named with the fix.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
     check_option("modality", modality, ("eeg", "fmri", None))
     path = _resolve(source, cache_dir)
     raw_config, raw_weights = _read_files(path)
+    with contextlib.ExitStack() as stack:
+        if raw_weights is not None:
+            stack.callback(raw_weights.close)
+        return _load(path, raw_config, raw_weights, modality, architecture, device)
+
+
+def _load(path, raw_config, raw_weights, modality, architecture, device) -> nn.Module:
+    from safetensors import SafetensorError
+
     config = _parse_config(raw_config, path)
     try:
         arch = get_architecture(config.get("architecture"))
@@ -432,13 +462,13 @@ def load_model(source, *, modality: str | None = None, architecture: str | None 
             f"{path} has {CONFIG} but no {WEIGHTS_FILE}: the checkpoint is incomplete"
         )
     expected = config.get("weights_sha256")
-    if expected and hashlib.sha256(raw_weights).hexdigest() != expected:
+    if expected and _sha256(raw_weights) != expected:
         raise CheckpointError(
             f"{weights} does not match the checksum in {CONFIG}: the file is corrupt or a save "
             "was interrupted; save the model again"
         )
     try:
-        state = load(raw_weights)
+        state = _load_tensors(raw_weights)
     except SafetensorError as err:
         raise CheckpointError(f"{weights} is not a readable safetensors file ({err})") from err
     load_weights(model, state, source=str(weights))
