@@ -7,6 +7,7 @@ tests need no network and no downloaded atlas.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -131,9 +132,34 @@ def test_rerun_keeps_the_shards_and_a_changed_atlas_is_refused(corpus, study, tm
     shutil.copytree(study, copy)
     config2 = _config(copy, tmp_path / "out")
     preprocess_corpus(config2, progress=False)
-    os.utime(copy / "atlas.nii.gz", (1, 1))  # the atlas file changed
+    os.utime(copy / "atlas.nii.gz", (1, 1))  # touched, not changed: still done
+    preprocess_corpus(config2, progress=False)
+    import nibabel as nib
+
+    atlas = nib.load(copy / "atlas.nii.gz")
+    labels = np.asarray(atlas.dataobj)[::-1].copy()  # the atlas file changed
+    nib.save(nib.Nifti1Image(labels, atlas.affine), copy / "atlas.nii.gz")
     with pytest.raises(NeurofmError, match="made differently.*source"):
         preprocess_corpus(config2, progress=False)
+
+
+def test_a_moved_study_copied_without_timestamps_keeps_its_shards(study, tmp_path):
+    import shutil
+
+    first = tmp_path / "first"
+    shutil.copytree(study, first)
+    config = _config(first, tmp_path / "out")
+    preprocess_corpus(config, progress=False)
+    meta = json.loads((tmp_path / "out" / "shards" / "sub-01_run-1_bold" / "meta.json").read_text())
+    assert meta["made_with"]["reader"]["atlas"] == "atlas.nii.gz"  # relative to the study
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("shards/*/x.npy")}
+    moved = tmp_path / "moved"
+    shutil.copytree(first, moved, copy_function=shutil.copy)  # new modification times
+    shutil.rmtree(first)
+    for f in moved.rglob("*.gz"):
+        os.utime(f, (1, 1))
+    assert preprocess_corpus(_config(moved, tmp_path / "out"), progress=False)["windows"] == 9
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("shards/*/x.npy")} == before
 
 
 def test_parcel_tables_become_shards(study, tmp_path):

@@ -214,10 +214,14 @@ class ShardDataset(IterableDataset):
         self.remainder, self.verify = remainder, verify
         self.max_damaged = max(1, len(index) // 100) if max_damaged is None else max_damaged
         self._damaged: dict[str, str] = {}  # shard -> why, in this process
-        if recipe is None:
-            _ = self.recipe  # refuses shards made with several recipes
-        else:
+        self._check_one_recipe(self._stats.get("recipes") or [])
+        if recipe is not None:
             self.check_recipe(recipe)
+
+    def _check_one_recipe(self, recipes: list) -> None:
+        if len(recipes) > 1:
+            raise ShardError(f"the shards under {self.root} were made with {len(recipes)} "
+                             "different recipes: rerun `neurofm preprocess` into a new out")  # fmt: skip
 
     @property
     def recipe(self) -> EEGRecipe | FMRIRecipe:
@@ -226,9 +230,7 @@ class ShardDataset(IterableDataset):
         if recipes is None:  # a corpus indexed before stats.json listed its recipes
             first = self.root / SHARDS / str(self.index.id[0])
             recipes = [read_meta(first)["made_with"]["recipe"]]
-        if len(recipes) != 1:
-            raise ShardError(f"the shards under {self.root} were made with {len(recipes)} "
-                             "different recipes: rerun `neurofm preprocess` into a new out")  # fmt: skip
+        self._check_one_recipe(recipes)
         return recipe_from_dict(recipes[0])
 
     def check_recipe(self, recipe) -> None:

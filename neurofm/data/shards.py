@@ -210,18 +210,54 @@ def _write_json(path: Path, obj) -> None:
     atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=1, default=str) + "\n"))
 
 
+def _source_files(rec) -> list[Path]:
+    """The files a recording is read from, and those its reader options name."""
+    files = [rec.path] if rec.path else [a for a in getattr(rec.array, "args", ())
+                                         if isinstance(a, str | Path)]  # fmt: skip
+    files += [v for v in rec.reader.values() if isinstance(v, str | Path)]
+    return [Path(f) for f in files if Path(f).is_file()]
+
+
 def _source_identity(rec) -> dict:
     """What the shard was read from: file names, sizes and mtimes (not folders: a moved
     corpus is the same corpus) of the recording and of files its reader options name (an
     atlas image, confounds), and for arrays in containers their sfreq, names, units; for
     an fMRI run its TR as given."""
-    files = [rec.path] if rec.path else [a for a in getattr(rec.array, "args", ())
-                                         if isinstance(a, str | Path)]  # fmt: skip
-    files += [v for v in rec.reader.values() if isinstance(v, str | Path)]
-    stats = [(Path(f).name, Path(f).stat()) for f in files if Path(f).is_file()]
+    stats = [(f.name, f.stat()) for f in _source_files(rec)]
     fmri = {"t_r": rec.t_r} if rec.modality == "fmri" else {}
     return {"id": rec.id, "files": [[n, s.st_size, int(s.st_mtime)] for n, s in stats],
             "sfreq": rec.sfreq, "ch_names": rec.ch_names, "units": rec.units, **fmri}  # fmt: skip
+
+
+def _content_digest(path: Path) -> str:
+    """Size and SHA-256 of the first and last MiB: a file's identity when a copy did not
+    keep its modification time."""
+    size, mib = path.stat().st_size, 1 << 20
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as fh:
+        h.update(fh.read(mib))
+        fh.seek(max(size - mib, mib))
+        h.update(fh.read())
+    return h.hexdigest()
+
+
+def _relative(options: dict, root: Path | None) -> dict:
+    """Reader options with absolute paths inside the corpus ``root`` made relative to it:
+    a study folder that moves keeps its shards."""
+
+    def rel(value):
+        path = Path(value) if isinstance(value, str | Path) else None
+        if root is None or path is None or not path.is_absolute() or not path.is_relative_to(root):
+            return value
+        return path.relative_to(root).as_posix()
+
+    return {k: rel(v) for k, v in (options or {}).items()}
+
+
+def corpus_folder(root) -> Path:
+    """The folder of a corpus's ``root`` (a manifest CSV's folder)."""
+    root = Path(root).expanduser().absolute()
+    return root.parent if root.is_file() else root
 
 
 def _seconds(loaded) -> float:
@@ -231,10 +267,13 @@ def _seconds(loaded) -> float:
     return loaded.sizes["time"] * loaded.attrs["t_r"]
 
 
-def made_with(rec, recipe: EEGRecipe | FMRIRecipe, dtype: str, background: str) -> dict:
-    """Everything a shard's contents depend on, in JSON form (compared on resume)."""
+def made_with(rec, recipe: EEGRecipe | FMRIRecipe, dtype: str, background: str,
+              root: Path | None = None) -> dict:  # fmt: skip
+    """Everything a shard's contents depend on, in JSON form (compared on resume); paths
+    of reader options inside the corpus folder ``root`` relative to it."""
     made = {
-        "recipe": recipe.model_dump(mode="json"), "reader": rec.reader, "dtype": dtype,
+        "recipe": recipe.model_dump(mode="json"), "reader": _relative(rec.reader, root),
+        "dtype": dtype,
         "source": _source_identity(rec),
         "labels": {"events": [[e.onset, e.duration, e.label, e.channel] for e in rec.events],
                    "label": rec.label, "background": background},
@@ -282,29 +321,58 @@ def _differences(old: dict, new: dict) -> list[str]:
     return out
 
 
-def shard_state(shard: Path, expected: dict) -> tuple[str, str]:
-    """("new" | "done" | "stale" | "damaged", why) of a shard folder against ``made_with``."""
+def _file_entries(files) -> bool:
+    """A source identity's ``files``: ``[name, size, mtime]`` entries."""
+    return isinstance(files, list) and all(isinstance(f, list) and len(f) == 3 for f in files)
+
+
+def _as_now(meta: dict, expected: dict, rec, root: Path | None) -> dict:
+    """The shard's ``made_with`` as this run would write it if its sources are unchanged:
+    absolute reader paths inside ``root`` made relative (shards of an older neurofm), and
+    a source file's mtime taken from now where its size and content digest are those the
+    shard was made from (a copy that lost its timestamps)."""
+    old = dict(meta.get("made_with") or {})
+    old["reader"] = _relative(old.get("reader"), root)
+    digests, paths = meta.get("source_digests") or {}, {f.name: f for f in _source_files(rec)}
+    now = {f[0]: f for f in expected["source"]["files"]}
+
+    def same(entry):
+        name, size, mtime = entry
+        unchanged = (name in now and now[name][1] == size and now[name][2] != mtime
+                     and name in digests and _content_digest(paths[name]) == digests[name])  # fmt: skip
+        return now[name] if unchanged else entry
+
+    if isinstance(old.get("source"), dict) and _file_entries(old["source"].get("files")):
+        old["source"] = {**old["source"], "files": [same(f) for f in old["source"]["files"]]}
+    return old
+
+
+def shard_state(shard: Path, expected: dict, rec=None, root: Path | None = None) -> tuple[str, str]:
+    """("new" | "done" | "stale" | "damaged", why) of a shard folder against ``made_with``
+    (with ``rec``, of the recording: sources compared as in :func:`_as_now`)."""
     if not shard.exists():
         return "new", ""
     try:
         meta = read_meta(shard)
     except ShardError as err:
         return "damaged", str(err)
-    diffs = _differences(meta.get("made_with") or {}, expected)
+    old = _as_now(meta, expected, rec, root) if rec is not None else meta.get("made_with") or {}
+    diffs = _differences(old, expected)
     return ("stale", "; ".join(diffs[:3])) if diffs else ("done", "")
 
 
 def write_shard(rec, recipe: EEGRecipe | FMRIRecipe, out: Path, *, dtype="float16", background="bckg",
-                overwrite: bool = False) -> dict:  # fmt: skip
+                overwrite: bool = False, root=None) -> dict:  # fmt: skip
     """Tokenize one :class:`~neurofm.io.datasets.Recording` into ``out/shards/<id>/``.
 
     A shard made the same way is kept; one made differently raises ``ShardError``
-    unless ``overwrite``; a damaged one is redone.
+    unless ``overwrite``; a damaged one is redone. ``root``: the corpus folder, that
+    reader paths inside it are recorded relative to.
     """
     sid = shard_id(rec)
     final = Path(out) / SHARDS / sid
-    made = made_with(rec, recipe, dtype, background)
-    state, why = shard_state(final, made)
+    made = made_with(rec, recipe, dtype, background, root)
+    state, why = shard_state(final, made, rec, root)
     if state == "done":
         refresh_meta(final, rec, made)
         return {"id": sid, "status": "done before"}
@@ -361,6 +429,7 @@ def _fill_shard(rec, recipe, work: Path, final: Path, made: dict, dtype, backgro
             "q": [1, 50, 99],
             "values": np.percentile(sample_sum, [1, 50, 99], axis=1).T.round(4).tolist()},
         "made_with": made, "fingerprint": _digest(made)[:16],
+        "source_digests": {f.name: _content_digest(f) for f in _source_files(rec)},
         "files": {n: {"bytes": (work / n).stat().st_size, "sha256": file_sha256(work / n)}
                   for n in DATA_FILES},
     }  # fmt: skip
@@ -381,7 +450,7 @@ def _work(args) -> dict:
 
     torch.set_num_threads(1)  # one process per core
     try:
-        return write_shard(rec, config.recipe, out, dtype=config.dtype,
+        return write_shard(rec, config.recipe, out, dtype=config.dtype, root=corpus_folder(config.root),
                            background=config.background, overwrite=config.overwrite)  # fmt: skip
     except Exception as err:  # a bad file is reported, never fatal for the corpus
         return {"id": rec.id, "status": "failed", "error": f"{type(err).__name__}: {err}",
@@ -471,11 +540,15 @@ def _writable(folder: str) -> Path:
     return out
 
 
-def _check_existing(out: Path, expected: dict[str, dict], config: CorpusConfig) -> dict:
+def _check_existing(
+    out: Path, listed: dict, expected: dict[str, dict], config: CorpusConfig
+) -> dict:
     """States of the listed recordings' shards in ``out`` (``shard_state``); refuses those
     made differently from this run unless ``overwrite``. Shards of recordings no longer
     listed are left alone (and out of the index)."""
-    states = {name: shard_state(out / SHARDS / name, want) for name, want in expected.items()}
+    root = corpus_folder(config.root)
+    states = {name: shard_state(out / SHARDS / name, want, listed[name], root)
+              for name, want in expected.items()}  # fmt: skip
     stale = {name: why for name, (state, why) in states.items() if state == "stale"}
     if stale and not config.overwrite:
         first = "; ".join(f"{k}: {v}" for k, v in list(stale.items())[:2])
@@ -520,9 +593,10 @@ def preprocess_corpus(config: CorpusConfig, *, progress: bool = True) -> dict:
     dupes = [i for i, n in Counter(ids).items() if n > 1]
     if dupes:
         raise NeurofmError(f"recordings share shard ids {dupes[:5]}: give them distinct ids")
-    expected = {i: made_with(r, config.recipe, config.dtype, config.background)
-                for r, i in zip(recordings, ids, strict=True)}  # fmt: skip
-    states = _check_existing(out, expected, config)
+    listed = dict(zip(ids, recordings, strict=True))
+    expected = {i: made_with(r, config.recipe, config.dtype, config.background,
+                             corpus_folder(config.root)) for i, r in listed.items()}  # fmt: skip
+    states = _check_existing(out, listed, expected, config)
     todo = []
     for r, i in zip(recordings, ids, strict=True):
         if states.get(i, ("new",))[0] == "done":
