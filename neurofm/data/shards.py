@@ -22,8 +22,10 @@ A shard is written into ``<id>.partial/`` and renamed when complete, so after a 
 recording. Pool workers die with the process that started them.
 
 **Resuming.** A shard is "done" only when its ``made_with`` equals what this run would
-write: the resolved recipe, the reader options, the source file's identity (name, size,
-modification time), the labels (events, recording label, background) and the dtype. A
+write: the resolved recipe, the reader options (paths inside the corpus folder relative
+to it), the source file's identity (name, size, modification time; a file whose size
+matches but whose time differs, as after a copy, is compared by a digest of its first
+and last MiB), the labels (events, recording label, background) and the dtype. A
 shard made differently is refused, naming what changed, unless ``overwrite: true``
 (``--overwrite``) redoes it; a damaged shard is always redone. What describes the
 recording without changing its windows (subject, session, split, the ``labels`` mapping)
