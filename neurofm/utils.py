@@ -290,3 +290,16 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copytree(src, dst, symlinks=True, copy_function=link)
     else:
         link(src, dst)
+
+
+def file_sha256(file) -> str:
+    """SHA-256 of a file, given by path or as an open binary file (read from its start)."""
+    import contextlib
+    import hashlib
+
+    digest = hashlib.sha256()
+    with contextlib.nullcontext(file) if hasattr(file, "read") else open(file, "rb") as f:
+        f.seek(0)
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()

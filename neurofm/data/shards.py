@@ -65,7 +65,7 @@ from ..errors import (
     warn,
 )
 from ..preprocess import AnyRecipe, EEGRecipe, FMRIRecipe, Recipe
-from ..utils import atomic_write
+from ..utils import atomic_write, file_sha256
 
 SHARDS, INDEX, STATS, FAILURES = "shards", "index.csv", "stats.json", "failures.jsonl"
 PARTIAL, STALE = ".partial", ".stale"
@@ -112,14 +112,6 @@ class CorpusConfig(StrictConfig):
 # ---------------------------------------------------------------------- checksums
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_meta(shard: Path) -> dict:

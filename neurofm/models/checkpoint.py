@@ -39,7 +39,7 @@ from ..errors import (
     warn,
 )
 from ..preprocess.recipe import EEGRecipe, FMRIRecipe, recipe_from_dict
-from ..utils import atomic_write_dir, interrupted_backup
+from ..utils import atomic_write_dir, file_sha256, interrupted_backup
 from . import hub
 from .registry import MODELS, WEIGHTS, architecture_of, get_architecture, list_weights
 
@@ -118,16 +118,6 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 # config.json records the SHA-256 of model.safetensors and of its own content
 # (config_sha256, over the canonical JSON without that key): a damaged or hand-edited
 # file is refused by name. Format 1 (no config checksum) still loads.
-def _sha256(file) -> str:
-    """SHA-256 of a file, given by path or as an open binary file (read from its start)."""
-    digest = hashlib.sha256()
-    with contextlib.nullcontext(file) if hasattr(file, "read") else open(file, "rb") as f:
-        f.seek(0)
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _config_sha256(config: dict) -> str:
     body = {k: v for k, v in config.items() if k != "config_sha256"}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"))
@@ -187,7 +177,7 @@ def save_model(model: nn.Module, path, *, extra: dict | None = None) -> Path:
 
     def write(folder: Path) -> None:
         save_file(state, str(folder / WEIGHTS_FILE), metadata=meta)
-        config["weights_sha256"] = _sha256(folder / WEIGHTS_FILE)
+        config["weights_sha256"] = file_sha256(folder / WEIGHTS_FILE)
         config["config_sha256"] = _config_sha256(config)
         (folder / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
 
@@ -462,7 +452,7 @@ def _load(path, raw_config, raw_weights, modality, architecture, device) -> nn.M
             f"{path} has {CONFIG} but no {WEIGHTS_FILE}: the checkpoint is incomplete"
         )
     expected = config.get("weights_sha256")
-    if expected and _sha256(raw_weights) != expected:
+    if expected and file_sha256(raw_weights) != expected:
         raise CheckpointError(
             f"{weights} does not match the checksum in {CONFIG}: the file is corrupt or a save "
             "was interrupted; save the model again"
