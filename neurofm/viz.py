@@ -73,3 +73,36 @@ def plot_loglog(rows: list[dict], path, title: str, *, x: str, series: str, pane
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
     return save(fig, path, title)
+
+
+#: metrics drawn by :func:`plot_curves`, in panel order, when a run logged them
+CURVE_PANELS = (
+    ("loss", ("loss",), "log"),
+    ("masked-code accuracy", ("accuracy", "majority"), "linear"),
+    ("spectrum losses", ("amplitude", "phase", "commitment"), "log"),
+    ("codebook", ("usage", "dead_fraction"), "linear"),
+    ("perplexity", ("perplexity",), "linear"),
+    ("learning rate", ("lr",), "linear"),
+)
+
+
+def plot_curves(rows: list[dict], path, title: str | None = None) -> Path:
+    """A training run's curves against the step: one panel per kind of metric logged."""
+    panels = [(name, [k for k in keys if any(k in r for r in rows)], scale)
+              for name, keys, scale in CURVE_PANELS]  # fmt: skip
+    panels = [p for p in panels if p[1]]
+    fig = figure(figsize=(4.0 * len(panels), 3.2))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (name, keys, scale) in zip(axes, panels, strict=True):
+        for key in keys:
+            pts = [(r["step"], r[key]) for r in rows if key in r and r[key] is not None]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), label=key, lw=1.2)
+        positive = all(r.get(k, 1) > 0 for r in rows for k in keys if k in r)
+        ax.set_yscale(scale if positive else "linear")
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        if len(keys) > 1:
+            ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    return save(fig, path, title)

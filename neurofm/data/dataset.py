@@ -208,7 +208,7 @@ class ShardDataset(IterableDataset):
                 raise NeurofmError(f"no shards in split {split!r} under {self.root}")
         self.index = index.reset_index(drop=True)
         self._n_windows = dict(zip(self.index.id, self.index.n_windows, strict=True))
-        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.shuffle, self.seed, self.epoch, self.start = shuffle, seed, 0, 0
         self.batch_size, self.mix, self.bucket = batch_size, mix, bucket
         self._rank, self._world = rank, world_size
         self.remainder, self.verify = remainder, verify
@@ -248,8 +248,19 @@ class ShardDataset(IterableDataset):
                 "`neurofm preprocess` again with the model's recipe (model.recipe), into a new out"
             )
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Iterate epoch ``epoch`` next, from its batch ``start`` (resuming a run).
+
+        ``start`` counts batches as a ``DataLoader(ds, batch_size=None, num_workers=w)``
+        yields them (its workers in turn). The first ``start`` items of the iteration are
+        then ``None``: each reader yields a placeholder for its share of them instead of
+        reading their windows, so the workers' turns, and hence every later batch, are
+        exactly those of an uninterrupted iteration. The caller drops the placeholders.
+        Later epochs start at batch 0.
+        """
+        if not isinstance(start, int) or start < 0:
+            raise NeurofmError(f"start must be a batch count >= 0, got {start!r}")
+        self.epoch, self.start = epoch, start
 
     @property
     def n_windows(self) -> int:
@@ -383,9 +394,26 @@ class ShardDataset(IterableDataset):
             f"no readable shard under {self.root}: {'; '.join(self._damaged.values())}"
         )
 
+    def _skip(self) -> int:
+        """Batches this reader leaves out: its share of the first ``start`` batches of the
+        DataLoader's order (its workers in turn, each until it runs out)."""
+        if not self.start:
+            return 0
+        info = get_worker_info()
+        worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
+        batches = math.ceil(self.windows_per_rank() / self.batch_size)
+        counts = [batches * (k + 1) // n_workers - batches * k // n_workers for k in range(n_workers)]
+        turns = [(r, k) for r in range(max(counts)) for k in range(n_workers) if r < counts[k]]
+        return sum(1 for _, k in turns[: self.start] if k == worker)
+
     def __iter__(self):
-        batch = []
+        batch, skip = [], self._skip() * self.batch_size
         for item in self._items():
+            if skip:  # resuming: these windows were trained on before (set_epoch's start)
+                skip -= 1
+                if skip % self.batch_size == 0:
+                    yield None
+                continue
             batch.append(item)
             if len(batch) == self.batch_size:
                 yield self._batch(batch)

@@ -133,22 +133,34 @@ def _not_debris(name: str) -> bool:
     )
 
 
-def save_model(model: nn.Module, path, *, extra: dict | None = None) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` into folder ``path``, atomically.
+class ModelFiles:
+    """What :func:`save_model` writes, gathered: the full state dict and ``config.json``.
 
-    The folder switches from its previous content to the new checkpoint in one step: a
-    save killed at any moment leaves the previous checkpoint or the new one, never a mix
-    (other files in the folder, such as a model card, are kept). ``model`` may be wrapped
-    (DDP, ``torch.compile``) or sharded (FSDP2: call it on every rank).
-
-    Under ``torch.distributed`` only rank 0 writes; the other ranks return at once,
-    without waiting for it (no barrier, so calling it on rank 0 alone works for an
-    unsharded model). A rank that reads the checkpoint next calls
-    ``torch.distributed.barrier()`` first.
-    ``extra`` adds JSON-serialisable keys to ``config.json`` (not the reserved ones).
+    ``write(folder)`` puts ``model.safetensors`` and ``config.json`` into an existing
+    folder (no atomic swap: for callers that assemble a larger folder atomically, such
+    as a training checkpoint).
     """
-    from safetensors.torch import save_file
 
+    def __init__(self, state: dict, config: dict):
+        self.state, self.config = state, config
+
+    def write(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        config = dict(self.config)
+        meta = {"format": FORMAT, "architecture": config["architecture"]}
+        save_file(self.state, str(Path(folder) / WEIGHTS_FILE), metadata=meta)
+        config["weights_sha256"] = file_sha256(Path(folder) / WEIGHTS_FILE)
+        config["config_sha256"] = _config_sha256(config)
+        (Path(folder) / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+
+
+def model_files(model: nn.Module, extra: dict | None = None, state: dict | None = None) -> ModelFiles:
+    """The files of ``model``'s checkpoint, in memory (see :func:`save_model`).
+
+    ``state``: tensors to write instead of the model's own (e.g. its EMA weights).
+    Gathering a sharded model's state is a collective: every rank calls it.
+    """
     module = unwrap(model)
     clash = sorted(set(extra or {}) & set(RESERVED))
     if clash:
@@ -169,20 +181,30 @@ def save_model(model: nn.Module, path, *, extra: dict | None = None) -> Path:
         json.dumps(config)
     except TypeError as err:
         raise NeurofmError(f"save_model: extra= must be JSON-serialisable ({err})") from err
-    state = full_state_dict(model)  # a collective for a sharded model: every rank calls it
+    return ModelFiles(full_state_dict(model) if state is None else state, config)
+
+
+def save_model(model: nn.Module, path, *, extra: dict | None = None) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` into folder ``path``, atomically.
+
+    The folder switches from its previous content to the new checkpoint in one step: a
+    save killed at any moment leaves the previous checkpoint or the new one, never a mix
+    (other files in the folder, such as a model card, are kept). ``model`` may be wrapped
+    (DDP, ``torch.compile``) or sharded (FSDP2: call it on every rank).
+
+    Under ``torch.distributed`` only rank 0 writes; the other ranks return at once,
+    without waiting for it (no barrier, so calling it on rank 0 alone works for an
+    unsharded model). A rank that reads the checkpoint next calls
+    ``torch.distributed.barrier()`` first.
+    ``extra`` adds JSON-serialisable keys to ``config.json`` (not the reserved ones).
+    """
+    files = model_files(model, extra)  # a collective for a sharded model: every rank calls it
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return Path(path)  # rank 0 writes: ranks writing one folder at once would collide
-    meta = {"format": FORMAT, "architecture": config["architecture"]}
-
-    def write(folder: Path) -> None:
-        save_file(state, str(folder / WEIGHTS_FILE), metadata=meta)
-        config["weights_sha256"] = file_sha256(folder / WEIGHTS_FILE)
-        config["config_sha256"] = _config_sha256(config)
-        (folder / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
 
     try:
-        return atomic_write_dir(path, write, keep=_not_debris)
+        return atomic_write_dir(path, files.write, keep=_not_debris)
     except OSError as err:
         raise CheckpointError(
             f"could not save the checkpoint to {path} ({type(err).__name__}: {err}): a save "
