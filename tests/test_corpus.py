@@ -565,3 +565,31 @@ def test_shards_of_recordings_no_longer_listed_are_left_out(tmp_path):
     assert len(write_index(out)["recipes"]) == 2
     with pytest.raises(ShardError, match="made with 2 different recipes"):
         ShardDataset(out)
+
+
+# ---------------------------------------------------------------------- folder corpora
+def test_a_folder_of_mixed_files_becomes_one_corpus(tmp_path, caplog):
+    """Known layouts by their readers, loose files by name, annotation-only files skipped
+    before they can fail, a broken file a failure; the index keeps each file's dataset."""
+    from test_datasets import _annotations_only, _eegmat
+
+    root = tmp_path / "corpus"
+    _eegmat(root / "eegmat", subjects=(0,), seconds=(12.0, 8.0))
+    (root / "other").mkdir()
+    write_edf(root / "other" / "sub-7.edf", eeg(3, 10 * 256, 256, line=None), 256,
+              ["Fp1", "Cz", "O1"])  # fmt: skip
+    _annotations_only(root / "other" / "sub-7-Hypnogram.edf")
+    (root / "other" / "broken.edf").write_bytes(b"0       garbage")
+    config = CorpusConfig(dataset="folder", root=str(root), out=str(tmp_path / "out"), workers=1,
+                          reader={"readers": {"eegmat": "eegmat"}, "subject": r"sub-(\d+)"},
+                          recipe={"notch": None, "window_seconds": 4.0})  # fmt: skip
+    with caplog.at_level("WARNING", logger="neurofm"):
+        stats = preprocess_corpus(config, progress=False)
+    assert "holding annotations only" in caplog.text
+    assert stats["recordings"] == 3 and stats["failures"] == 1 and stats["windows"] == 3 + 2 + 2
+    assert stats["window_labels"] == {"rest": 3, "arithmetic": 2, "bckg": 2}
+    index = ShardDataset(config.out).index
+    assert dict(zip(index.id, zip(index.dataset, index.subject, strict=True), strict=True)) == {
+        "Subject00_1": ("eegmat", "Subject00"), "Subject00_2": ("eegmat", "Subject00"),
+        "other_sub-7.edf": ("folder", "7")}  # fmt: skip
+    assert set(index[index.dataset == "eegmat"].n_channels) == {19}  # no 'A2', no ECG

@@ -466,3 +466,181 @@ def test_a_manifest_rows_units_win_over_the_configs(tmp_path):
     assert a.units == "uV" and "units" not in a.reader and b.reader["units"] == "V"
     assert a.load().get_data()[0, 0] == pytest.approx(20e-6)
     assert b.load().get_data()[0, 0] == pytest.approx(20e-6)
+
+
+# ---------------------------------------------------------------------- EEGMAT
+EEGMAT_CHANNELS = [f"EEG {n}" for n in "Fp1 Fp2 F3 F4 F7 F8 T3 T4 C3 C4 T5 T6 P3 P4 O1 O2 Fz Cz "
+                   "Pz".split()] + ["EEG A2-A1", "ECG ECG"]  # fmt: skip
+EEGMAT_INFO = """Subject,Age,Gender,Recording year,Number of subtractions,Count quality
+Subject00,21,F,2011,9.7,0
+Subject01,18,F,2011,29.35,1
+"""
+
+
+def _eegmat(root: Path, subjects=(0, 1), seconds=(12.0, 8.0)) -> Path:
+    for s in subjects:
+        for number, length in zip((1, 2), seconds, strict=True):
+            _edf(root / f"Subject{s:02d}_{number}.edf", EEGMAT_CHANNELS, seconds=length, sfreq=500)
+    (root / "subject-info.csv").write_text(EEGMAT_INFO)
+    return root
+
+
+def _check_eegmat_channels(raw):
+    """The 19 scalp electrodes, canonical; no 'A2' from the ear-to-ear channel, no ECG."""
+    assert raw.ch_names == ["Fp1", "Fp2", "F3", "F4", "F7", "F8", "T7", "T8", "C3", "C4", "P7",
+                            "P8", "P3", "P4", "O1", "O2", "Fz", "Cz", "Pz"]  # fmt: skip
+
+
+def test_eegmat(tmp_path, caplog):
+    root = _eegmat(tmp_path / "eegmat")
+    recs = read_dataset("eegmat", root)
+    assert [(r.id, r.subject, r.session, r.label) for r in recs] == [
+        ("Subject00_1", "Subject00", "1", "rest"), ("Subject00_2", "Subject00", "2", "arithmetic"),
+        ("Subject01_1", "Subject01", "1", "rest"), ("Subject01_2", "Subject01", "2", "arithmetic"),
+    ]  # fmt: skip
+    assert recs[3].labels == {"task": "arithmetic", "age": 18, "gender": "F",
+                              "recording_year": 2011, "subtractions": 29.35, "count_quality": 1}  # fmt: skip
+    assert recs[0].label_at(0, 4, "bckg") == "rest"
+    raw = recs[1].load()
+    _check_eegmat_channels(raw)
+    assert raw.info["sfreq"] == 500
+    # subjects by name or number; a typo is named
+    assert {r.subject for r in read_dataset("eegmat", root, subjects=[1])} == {"Subject01"}
+    assert len(read_dataset("eegmat", root, subjects="Subject00")) == 2
+    with pytest.raises(NeurofmError, match="invalid EEGMAT subject 'Subject1' .did you mean"):
+        read_dataset("eegmat", root, subjects=["Subject1"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NeurofmError, match="is this the EEGMAT folder"):
+        read_dataset("eegmat", tmp_path / "empty")
+    (root / "subject-info.csv").unlink()
+    with caplog.at_level("WARNING", logger="neurofm"):
+        assert read_dataset("eegmat", root)[0].labels == {"task": "rest"}
+    assert "no subject-info.csv" in caplog.text
+
+
+def test_eegmat_real_files():
+    root = shared("eeg/eegmat")
+    recs = read_dataset("eegmat", root)
+    assert len(recs) == 40 and len({r.subject for r in recs}) == 20
+    assert [r.label for r in recs[:2]] == ["rest", "arithmetic"]
+    assert recs[0].labels["count_quality"] == 0 and recs[2].labels["count_quality"] == 1
+    raw = recs[1].load()  # Subject00_2: mental arithmetic, 62 s at 500 Hz
+    _check_eegmat_channels(raw)
+    assert raw.info["sfreq"] == 500 and 60 <= raw.times[-1] <= 63
+
+
+# ---------------------------------------------------------------------- folder
+def _annotations_only(path: Path) -> Path:
+    from neurofm.io.edf import header_bytes
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(header_bytes(["EDF Annotations"], 1, 0.0, samples_per_record=60) + b"\0" * 120)
+    return path
+
+
+def _tree(root: Path) -> Path:
+    """Recordings in several formats with their companions, hidden files and others."""
+    _edf(root / "site1" / "sub-01_ses-a.edf", ["Fp1", "Fp2", "Cz"], seconds=10)
+    _edf(root / "site1" / "sub-02_ses-b.EDF", ["Fp1", "Fp2", "Cz"], seconds=10)
+    _annotations_only(root / "site1" / "sub-02-Hypnogram.edf")
+    files = {
+        "site2/rec.vhdr": "", "site2/rec.vmrk": "", "site2/rec.eeg": "",  # BrainVision
+        "site2/nk.EEG": "", "site2/nk.PNT": "", "site2/nk.21E": "",  # Nihon Kohden alone
+        "site2/p.lay": "", "site2/p.dat": "", "site2/curry.dat": "",  # Persyst; a Curry .dat
+        "site2/raw.set": "", "site2/raw.fdt": "", "site2/x.edf.event": "", "notes.txt": "",
+        "site2/y.edf.seizures": "", ".hidden/h.edf": "", "site1/._sub-01_ses-a.edf": "",
+        "egi.mff/signal1.bin": "", "egi.mff/info.xml": "",
+    }  # fmt: skip
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_folder_lists_recordings_not_their_parts(tmp_path, caplog):
+    root = _tree(tmp_path / "corpus")
+    with caplog.at_level("WARNING", logger="neurofm"):
+        recs = read_dataset("folder", root)
+    assert [r.id for r in recs] == [
+        "egi.mff", "site1/sub-01_ses-a.edf", "site1/sub-02_ses-b.EDF", "site2/curry.dat",
+        "site2/nk.EEG", "site2/p.lay", "site2/raw.set", "site2/rec.vhdr",
+    ]  # fmt: skip
+    assert "1 file(s) holding annotations only" in caplog.text
+    assert "site1/sub-02-Hypnogram.edf" in caplog.text
+    assert recs[1].dataset == "folder" and recs[1].subject == "sub-01_ses-a"
+    assert recs[1].label is None and recs[1].path == root / "site1" / "sub-01_ses-a.edf"
+    assert recs[1].load().ch_names == ["Fp1", "Fp2", "Cz"]
+    # patterns: a '/' matches the relative path, otherwise the name; case does not matter
+    recs = read_dataset("folder", root, include="*.edf", exclude=["site1/*-02*"],
+                        subject=r"sub-(?P<subject>\d+)_ses-(?P<session>\w+)", label="healthy")  # fmt: skip
+    assert [(r.id, r.subject, r.session, r.label) for r in recs] == [
+        ("site1/sub-01_ses-a.edf", "01", "a", "healthy")]  # fmt: skip
+    assert recs[0].labels == {"label": "healthy"} and recs[0].label_at(0, 4, "bckg") == "healthy"
+    recs = read_dataset("folder", root, include=["site1/**/*.EDF"], subject=r"sub-(\d+)|nomatch")
+    assert [r.subject for r in recs] == ["01", "02"]
+    recs = read_dataset("folder", root, include="*.edf", subject="nomatch")
+    assert [r.subject for r in recs] == ["sub-01_ses-a", "sub-02_ses-b"]  # no match: the stem
+    # bad options are named, with the fix
+    with pytest.raises(NeurofmError, match="no EEG recordings under .* matching"):
+        read_dataset("folder", root, include="*.gdf")
+    with pytest.raises(NeurofmError, match="is not a regular expression"):
+        read_dataset("folder", root, subject="sub-(")
+    with pytest.raises(NeurofmError, match="is not a folder: dataset 'folder' reads"):
+        read_dataset("folder", root / "notes.txt")
+    with pytest.raises(NeurofmError, match="'inclde' .did you mean 'include'"):
+        read_dataset("folder", root, inclde="*.edf")
+
+
+def test_folder_with_known_datasets_inside_and_file_options(tmp_path, caplog):
+    root = tmp_path / "corpus"
+    _eegmat(root / "eegmat")
+    _edf(root / "other" / "a.edf", ["Fp1", "Cz"], seconds=10)
+    (root / "other" / "a.gdf").write_bytes(b"")  # an export of a.edf, say: a twin
+    with caplog.at_level("WARNING", logger="neurofm"):
+        recs = read_dataset("folder", root, readers={"eegmat": "eegmat"},
+                            file_options={"other/a.*": {"units": "uV"},
+                                          "*.EDF": {"exclude": ["Cz", "EEG Cz"]}})  # fmt: skip
+    assert "likely one recording twice (a.edf / a.gdf)" in caplog.text
+    assert [(r.dataset, r.id, r.label) for r in recs] == [
+        ("eegmat", "Subject00_1", "rest"), ("eegmat", "Subject00_2", "arithmetic"),
+        ("eegmat", "Subject01_1", "rest"), ("eegmat", "Subject01_2", "arithmetic"),
+        ("folder", "other/a.edf", None), ("folder", "other/a.gdf", None),
+    ]  # fmt: skip
+    # per-file options merge (later patterns win) and apply to a known reader's files too
+    assert recs[4].reader == {"units": "uV", "exclude": ["Cz", "EEG Cz"]}
+    assert recs[0].reader == {"exclude": ["EEG A2-A1", "Cz", "EEG Cz"]}
+    assert recs[5].reader == {"units": "uV"}
+    assert recs[4].load(check_units=False, units="V").ch_names == ["Fp1"]
+    assert "Cz" not in recs[0].load().ch_names and "A2" not in recs[0].load().ch_names
+    _check_eegmat_channels(read_dataset("folder", root, readers={"eegmat": "eegmat"})[0].load())
+    # without the reader, the EEGMAT files are plain files (and need their own rules)
+    assert {r.dataset for r in read_dataset("folder", root)} == {"folder"}
+    for options, words in (({"readers": {"eegmat": "eegmt"}}, "did you mean 'eegmat'"),
+                           ({"readers": {"nope": "eegmat"}}, "'nope' is not a folder inside"),
+                           ({"file_options": {"*.cnt": {"data_fromat": "int16"}}},
+                            "'data_fromat' is not a read_eeg option .did you mean 'data_format'"),
+                           ({"include": [3]}, "pattern must be a string")):  # fmt: skip
+        with pytest.raises(NeurofmError, match=words):
+            read_dataset("folder", root, **options)
+
+
+def test_folder_lists_the_shared_eeg_corpus():
+    """The shipped pretraining corpus: eegmat and eegmmidb by their readers, the format
+    files that are recordings, no chbmit, no hypnogram, no exported twins."""
+    from neurofm.config import load_config
+    from neurofm.data import CorpusConfig
+
+    root = shared("eeg")
+    config = load_config(Path(__file__).parents[1] / "configs/preprocess/shared_eeg.yaml",
+                         CorpusConfig)  # fmt: skip
+    recs = read_dataset(config.dataset, root, **config.reader)
+    datasets = [r.dataset for r in recs]
+    assert datasets.count("eegmat") == 40 and datasets.count("eegmmidb") == 4
+    loose = {r.path.relative_to(root).as_posix() for r in recs if r.dataset == "folder"}
+    assert not any(p.startswith("chbmit/") for p in loose)
+    assert "formats/EDF/SC4001EC-Hypnogram.edf" not in loose
+    assert {"formats/NihonKohden/MB0400FU.EEG", "formats/antio/CA_208/test_CA_208.cnt",
+            "formats/EEGLAB/test_raw.set", "formats/BrainVision/test_NO.vhdr"} <= loose  # fmt: skip
+    assert not any(p.endswith((".EDF", ".vmrk", ".fdt", ".dat", ".event")) for p in loose)
+    assert not any(p.startswith("formats/antio/") and p.endswith(".vhdr") for p in loose)
+    assert len(recs) == len({r.id for r in recs})

@@ -20,6 +20,10 @@ name           layout read
 ``dreamer``    ``DREAMER.mat``
 ``eegmmidb``   ``SXXX/SXXXRYY.edf`` with EDF+ annotations T0/T1/T2
 ``sleep-edf``  ``*-PSG.edf`` + ``*-Hypnogram.edf`` pairs
+``eegmat``     ``SubjectNN_{1,2}.edf`` (rest, mental arithmetic) + ``subject-info.csv``
+``folder``     every recording under a folder, in any format ``read_eeg`` reads
+               (``include``/``exclude`` patterns, ``subject`` regex, ``readers`` for
+               known datasets in subfolders): a pretraining corpus of mixed files
 ``manifest``   a CSV with ``path`` and any of subject, session, label, onset, ...;
                EEG recordings, or fMRI runs (NIfTI images or parcel tables)
 =============  ==============================================================
@@ -155,6 +159,8 @@ READERS = {
     "dreamer": "emotion:read_dreamer",
     "eegmmidb": "physionet:read_eegmmidb",
     "sleep-edf": "physionet:read_sleep_edf",
+    "eegmat": "physionet:read_eegmat",
+    "folder": "folder:read_folder",
     "manifest": "manifest:read_manifest",
 }
 DATASETS = tuple(READERS)

@@ -1,9 +1,15 @@
-"""PhysioNet: EEG Motor Movement/Imagery (eegmmidb) and Sleep-EDF (expanded).
+"""PhysioNet: EEG Motor Movement/Imagery (eegmmidb), Sleep-EDF (expanded) and EEG During
+Mental Arithmetic Tasks (eegmat).
 
 eegmmidb: ``SXXX/SXXXRYY.edf`` with EDF+ annotations ``T0`` (rest), ``T1``, ``T2`` whose
 meaning depends on the run. Sleep-EDF: ``SC4ssNE0-PSG.edf`` with its hypnogram
 ``SC4ssNxx-Hypnogram.edf`` (same first 6 characters; ``ST7ssN`` for the telemetry study);
-stages R&K, mapped to AASM (stages 3 and 4 -> N3).
+stages R&K, mapped to AASM (stages 3 and 4 -> N3). eegmat: ``SubjectNN_1.edf`` (rest,
+about 180 s) and ``SubjectNN_2.edf`` (mental serial subtraction, 60 s), 19 scalp channels
+``EEG Fp1`` ... ``EEG Pz`` (old 10-20 names T3-T6) referenced to linked ears, plus ``EEG
+A2-A1`` (the ear-to-ear reference check) and ``ECG ECG`` at 500 Hz; ``subject-info.csv``
+beside them gives age, gender, recording year, the number of subtractions and the count
+quality (0 bad, 1 good).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ...errors import NeurofmError, check_option, logger
+from ...errors import NeurofmError, check_option, logger, validate_type
 from . import Event, Recording, require
 
 #: run -> (T1, T2) meaning; T0 is rest in every task run
@@ -81,3 +87,76 @@ def read_sleep_edf(root: Path):
                                    "hypnogram": hyp.name},
             reader={"annotations": "replace"}, id=psg.stem,
         )  # fmt: skip
+
+
+#: eegmat: file number -> the recording's label (its session is the number)
+EEGMAT_TASKS = {1: "rest", 2: "arithmetic"}
+#: subject-info.csv column -> (labels key, type)
+EEGMAT_INFO = {
+    "Age": ("age", int), "Gender": ("gender", str), "Recording year": ("recording_year", int),
+    "Number of subtractions": ("subtractions", float), "Count quality": ("count_quality", int),
+}  # fmt: skip
+#: not scalp EEG: the ear-to-ear reference check would otherwise read as electrode 'A2'
+#: (A2 referenced to A1), a channel none of the others is referenced like; ECG is
+#: dropped by read_eeg's channel types anyway
+EEGMAT_EXCLUDE = ("EEG A2-A1",)
+
+
+def _eegmat_info(root: Path) -> dict[str, dict]:
+    """``subject-info.csv`` as ``{subject: labels}``; {} (with a warning) when absent."""
+    import csv
+
+    found = sorted(Path(root).rglob("subject-info.csv"))
+    if not found:
+        logger.warning("eegmat: no subject-info.csv under %s: recordings carry no age, gender, "
+                       "subtractions or count quality", root)  # fmt: skip
+        return {}
+    info = {}
+    try:
+        with open(found[0], newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise NeurofmError(f"{found[0]} is not a readable CSV table ({err})") from None
+    for line, row in enumerate(rows, start=2):
+        subject = (row.get("Subject") or "").strip()
+        labels = {}
+        for column, (key, kind) in EEGMAT_INFO.items():
+            text = (row.get(column) or "").strip()
+            if not text:
+                continue
+            try:
+                labels[key] = kind(float(text)) if kind is int else kind(text)
+            except ValueError:
+                raise NeurofmError(f"{found[0].name} line {line}: {column} {text!r} is not a "
+                                   "number (is this EEGMAT's subject-info.csv?)") from None  # fmt: skip
+        if subject:
+            info[subject] = labels
+    return info
+
+
+def read_eegmat(root: Path, *, subjects=None) -> list[Recording]:
+    """EEGMAT recordings: label ``rest`` (``_1``) or ``arithmetic`` (``_2``), session the
+    file's number, subject-info.csv's fields in ``labels`` (``count_quality`` 1 good, 0
+    bad); ``subjects`` (``Subject00`` ..., or numbers) keeps only those. The ``EEG A2-A1``
+    channel is excluded (module docstring)."""
+    files = require(sorted(Path(root).rglob("Subject[0-9][0-9]_[12].edf")), root,
+                    "SubjectNN_1.edf / SubjectNN_2.edf files", "EEGMAT")  # fmt: skip
+    found = sorted({f.stem.split("_")[0] for f in files})
+    if subjects is not None:
+        subjects = [subjects] if isinstance(subjects, str | int) else subjects
+        validate_type(subjects, (list, tuple), "eegmat subjects", "a list such as [Subject00, 3]")
+        subjects = [f"Subject{s:02d}" if isinstance(s, int) else str(s) for s in subjects]
+        for subject in subjects:
+            check_option("EEGMAT subject", subject, found)
+    info, recordings = _eegmat_info(root), []
+    for edf in files:
+        subject, number = edf.stem.split("_")
+        if subjects is not None and subject not in subjects:
+            continue
+        task = EEGMAT_TASKS[int(number)]
+        recordings.append(Recording(
+            dataset="eegmat", subject=subject, session=number, path=edf,
+            labels={"task": task, **info.get(subject, {})}, label=task,
+            reader={"exclude": list(EEGMAT_EXCLUDE)}, id=edf.stem,
+        ))  # fmt: skip
+    return recordings
