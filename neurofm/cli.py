@@ -84,13 +84,26 @@ def _encode(tokens, name: str = "eeg-base") -> None:
 
 
 @verb("preprocess", CorpusConfig, "shard a corpus: reader + Recipe + windows (YAML)",
-      config=True, flags=("workers", "overwrite"))  # fmt: skip
+      config=True, flags=("workers", "overwrite", "part", "merge"))  # fmt: skip
 def _preprocess(config: CorpusConfig) -> int:
     import json
+    import shlex
 
     from neurofm.data import preprocess_corpus
+    from neurofm.data.shards import part_command
 
-    stats = preprocess_corpus(config, progress=sys.stderr.isatty())
+    # this run's command line, so that a merge can name the command of a part to rerun
+    argv = sys.argv[1:]
+    command = "neurofm " + shlex.join(argv) if "preprocess" in argv[:2] else None
+    stats = preprocess_corpus(config, progress=sys.stderr.isatty(), command=command)
+    if config.part:
+        print(f"{config.dataset} part {config.part}: {stats['recordings']} of "
+              f"{len(stats['ids'])} recordings sharded ({stats['written']} now, "
+              f"{stats['done_before']} before), {stats['windows']} windows "
+              f"({stats['hours']:g} h), {len(stats['failures'])} failures in "
+              f"{stats['seconds']:g} s -> {config.out}")  # fmt: skip
+        print(f"when every part has finished: {part_command(command, None)}")
+        return 0
     units = "parcels" if config.recipe.modality == "fmri" else "channels"
     print(f"{config.dataset}: {stats['recordings']} recordings, {stats['windows']} windows "
           f"({stats['hours']:g} h), {stats['subjects']} subjects, "

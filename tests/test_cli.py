@@ -152,3 +152,24 @@ def test_overrides_may_follow_flags(tmp_path, capsys):
     with pytest.raises(SystemExit):  # anything else after a flag is still refused
         main(["info", str(sample_path()), "--out", str(tmp_path), "stray"])
     assert "unrecognized arguments: stray" in capsys.readouterr().err
+
+
+def test_preprocess_part_and_merge_errors_name_the_fix(tmp_path, capsys):
+    """`--part i/n` is checked before any work: one line, with the fix."""
+    from neurofm.data import CorpusConfig
+    from neurofm.errors import ConfigError
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("dataset: chbmit\nroot: x\nout: y\n")
+    for args, words in ((["--part", "3/2"], "part: '3/2': there are only 2 parts"),
+                        (["--part", "0/2"], "--array=1-2"),
+                        (["--part", "a/b"], "'a/b' is not i/n with whole numbers"),
+                        (["--part", "/"], "only inside a SLURM array job"),
+                        (["--part", "1/2", "--merge"], "not both"),
+                        (["--merge", "--overwrite"], "rerun the parts with --overwrite")):  # fmt: skip
+        assert main(["preprocess", str(cfg), *args]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {cfg}: ") and words in err[0], err
+    with pytest.raises(ConfigError, match="part: '1/2/3' is not i/n"):
+        CorpusConfig(dataset="chbmit", root="x", out="y", part="1/2/3")
+    assert CorpusConfig(dataset="chbmit", root="x", out="y", part=" 2 / 3 ").part == "2/3"

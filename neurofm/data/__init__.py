@@ -1,7 +1,7 @@
 """Corpora on disk: shards written by ``neurofm preprocess``, streamed for training."""
 
 from .dataset import ShardDataset
-from .shards import CorpusConfig, ShardWarning, preprocess_corpus, write_shard
+from .shards import CorpusConfig, ShardWarning, merge_parts, preprocess_corpus, write_shard
 from .splits import check_no_overlap, make_splits
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "ShardWarning",
     "check_no_overlap",
     "make_splits",
+    "merge_parts",
     "preprocess_corpus",
     "write_shard",
 ]

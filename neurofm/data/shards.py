@@ -36,6 +36,25 @@ really in ``out``.
 **Damage.** ``meta.json`` carries its own checksum and the size and SHA-256 of every data
 file; :class:`~neurofm.data.ShardDataset` verifies a shard completely when a process
 first opens it (see its docstring for the skip-or-refuse rule).
+
+**Parts** (corpora beyond one machine). ``neurofm preprocess CONFIG --part i/n`` (``part:
+i/n``) shards only part ``i`` of ``n``, numbered from 1. The split
+(:func:`split_parts`) gives parts of about equal source bytes: the largest recording
+first, each to the part with the fewest bytes so far, ties by shard id; every machine
+that lists the same files makes the same split (a part warns when another part's record
+shows another listing). Equal counts would not do: sorted EEGMAT ids alternate 180 s and
+60 s files, so every other id would give one part three times the work. Parts share
+``out`` (a shared file system) and never touch each other's shards (a crash's leftovers
+are cleaned per part); each writes ``parts/part-i-of-n.json`` (its recordings, failures,
+host, command, times; ``running`` until it ends) and no ``index.csv``/``stats.json``. In
+a SLURM array (``sbatch --array=1-N``): ``--part $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT``.
+Then ``neurofm preprocess CONFIG --merge`` reads no recording: it checks every listed
+recording's shard with the resume rules above, takes the failures from the part records,
+and writes ``index.csv``, ``stats.json`` and ``failures.jsonl`` as one run would have;
+if a recording has no finished shard and no recorded failure it writes nothing and names
+each part to (re)run, with its command. A rerun of a part resumes like any run. (A plain
+``neurofm preprocess CONFIG`` also finishes a split corpus, but does the missing parts'
+work itself, on the machine it runs on: ``--merge`` is for the login node.)
 """
 
 from __future__ import annotations
@@ -46,6 +65,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from collections import Counter
 from contextlib import closing
 from pathlib import Path
@@ -68,9 +88,56 @@ from ..preprocess import AnyRecipe, EEGRecipe, FMRIRecipe, Recipe
 from ..utils import atomic_write, file_sha256
 
 SHARDS, INDEX, STATS, FAILURES = "shards", "index.csv", "stats.json", "failures.jsonl"
+PARTS = "parts"  # out/parts/part-<i>-of-<n>.json: one record per part run
 PARTIAL, STALE = ".partial", ".stale"
 DATA_FILES = ("x.npy", "mask.npy", "t.npy", "space.npy", "pos.npy")
 FAIL_FAST = 3  # identical failures of the first recordings, with no success: stop
+
+
+def parse_part(value) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)``, 1 <= i <= n; a ``ValueError`` naming the fix otherwise."""
+    text = str(value).strip() if isinstance(value, str | int) else None
+    if text is None or isinstance(value, bool):
+        raise ValueError(f"{value!r} is not i/n: give the part and the number of parts, e.g. 1/4")
+    if "$" in text:
+        raise ValueError(f"{text!r} holds a shell variable that was not expanded: write --part "
+                         "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT on the command line of "
+                         "the job (without single quotes), not in the YAML file")  # fmt: skip
+    m = re.fullmatch(r"(\d*)\s*/\s*(\d*)", text)
+    if m and not (m[1] and m[2]):
+        raise ValueError(f"{text!r} lacks a number: $SLURM_ARRAY_TASK_ID and "
+                         "$SLURM_ARRAY_TASK_COUNT are set only inside a SLURM array job; "
+                         "elsewhere give the numbers, e.g. --part 1/4")  # fmt: skip
+    if not m:
+        raise ValueError(f"{text!r} is not i/n with whole numbers: e.g. --part 1/4 (part 1 of 4)")
+    i, n = int(m[1]), int(m[2])
+    if n < 1:
+        raise ValueError(f"{text!r} splits into {n} parts: n must be at least 1, e.g. --part 1/4")
+    if i < 1:
+        raise ValueError(f"{text!r}: parts are numbered from 1 (1/{n} ... {n}/{n}); in a SLURM "
+                         f"array submit --array=1-{n} so that $SLURM_ARRAY_TASK_ID counts from 1")  # fmt: skip
+    if i > n:
+        raise ValueError(f"{text!r}: there are only {n} parts, 1/{n} ... {n}/{n}")
+    return i, n
+
+
+def split_parts(sizes: dict[str, int], parts: int) -> list[list[str]]:
+    """Shard ids in ``parts`` lists of about equal source bytes (each sorted): the largest
+    recording first, each to the part with the fewest bytes so far (ties: the lower part;
+    equal sizes: in id order). The same sizes give the same split on every machine."""
+    import heapq
+
+    loads, out = [(0, k) for k in range(parts)], [[] for _ in range(parts)]
+    for i in sorted(sizes, key=lambda i: (-sizes[i], i)):
+        load, k = heapq.heappop(loads)
+        out[k].append(i)
+        heapq.heappush(loads, (load + max(sizes[i], 1), k))
+    return [sorted(ids) for ids in out]
+
+
+def part_ids(sizes: dict[str, int], part: int, parts: int) -> list[str]:
+    """The shard ids of part ``part`` of ``parts`` (from 1): :func:`split_parts`."""
+    return split_parts(sizes, parts)[part - 1]
 
 
 class CorpusConfig(StrictConfig):
@@ -91,6 +158,29 @@ class CorpusConfig(StrictConfig):
     max_files: int | None = Field(None, gt=0, description="stop after this many (trials)")
     overwrite: bool = Field(False, description="redo shards made with another recipe, reader "
                                                "option, source file or labels (default: refuse)")  # fmt: skip
+    part: str | None = Field(None, description="i/n: shard only part i of n (from 1; e.g. "
+                                               "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT "
+                                               "with --array=1-n); no index until --merge")  # fmt: skip
+    merge: bool = Field(False, description="after the parts: index all parts' shards (reads no "
+                                           "recording) or name the parts still to run")  # fmt: skip
+
+    @field_validator("part", mode="before")
+    @classmethod
+    def _part(cls, value):
+        if value is None:
+            return None
+        i, n = parse_part(value)
+        return f"{i}/{n}"
+
+    @model_validator(mode="after")
+    def _part_or_merge(self):
+        if self.part is not None and self.merge:
+            raise ValueError("part and merge: give --part i/n to shard one part, or --merge to "
+                             "index every part's shards, not both")  # fmt: skip
+        if self.merge and self.overwrite:
+            raise ValueError("merge and overwrite: --merge writes no shard; rerun the parts "
+                             "with --overwrite, then --merge")  # fmt: skip
+        return self
 
     @field_validator("dataset")
     @classmethod
@@ -447,8 +537,8 @@ def _work(args) -> dict:
         return write_shard(rec, config.recipe, out, dtype=config.dtype, root=corpus_folder(config.root),
                            background=config.background, overwrite=config.overwrite)  # fmt: skip
     except Exception as err:  # a bad file is reported, never fatal for the corpus
-        return {"id": rec.id, "status": "failed", "error": f"{type(err).__name__}: {err}",
-                "source": str(rec.path or rec.id)}  # fmt: skip
+        return {"id": rec.id, "shard": shard_id(rec), "status": "failed",
+                "error": f"{type(err).__name__}: {err}", "source": str(rec.path or rec.id)}  # fmt: skip
 
 
 def _die_with_parent(parent: int) -> None:
@@ -522,12 +612,14 @@ def _report_failures(failures: list[dict]) -> None:
 
 
 def _writable(folder: str) -> Path:
+    import tempfile
+
     out = Path(folder).expanduser()
     try:
         (out / SHARDS).mkdir(parents=True, exist_ok=True)
-        probe = out / ".neurofm-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        # a name of its own: parts on other machines probe the same folder at once
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".neurofm-write-test-"):
+            pass
     except OSError as err:
         raise ConfigError(f"out={folder!r} is not a writable folder ({err.strerror or err}): "
                           "give a folder you can create and write to") from None  # fmt: skip
@@ -566,19 +658,10 @@ def _fail_fast(results: list, failures: list, n_todo: int) -> None:
             )
 
 
-def preprocess_corpus(config: CorpusConfig, *, progress: bool = True) -> dict:
-    """Read, tokenize and shard a corpus; resumable; returns the summary (``stats.json``).
-
-    Stops early, with one error, when the first ``FAIL_FAST`` recordings all fail the same
-    way (a bad setting, not a bad file); other failures are skipped and listed.
-    """
-    from tqdm.auto import tqdm
-
+def _listing(config: CorpusConfig) -> tuple[list, list[str]]:
+    """The corpus's recordings (``max_files`` applied) and their shard ids, all distinct."""
     from ..io.datasets import read_dataset
 
-    out = _writable(config.out)
-    for leftover in [*(out / SHARDS).glob("*" + PARTIAL), *(out / SHARDS).glob("*" + STALE)]:
-        shutil.rmtree(leftover, ignore_errors=True)  # left by a crash: redone below
     recordings = list(read_dataset(config.dataset, config.root, modality=config.recipe.modality,
                                    **config.reader))  # fmt: skip
     if config.max_files:
@@ -587,20 +670,53 @@ def preprocess_corpus(config: CorpusConfig, *, progress: bool = True) -> dict:
     dupes = [i for i, n in Counter(ids).items() if n > 1]
     if dupes:
         raise NeurofmError(f"recordings share shard ids {dupes[:5]}: give them distinct ids")
-    listed = dict(zip(ids, recordings, strict=True))
-    expected = {i: made_with(r, config.recipe, config.dtype, config.background,
-                             corpus_folder(config.root)) for i, r in listed.items()}  # fmt: skip
+    return recordings, ids
+
+
+def _expected(config: CorpusConfig, listed: dict) -> dict[str, dict]:
+    root = corpus_folder(config.root)
+    return {i: made_with(r, config.recipe, config.dtype, config.background, root)
+            for i, r in listed.items()}  # fmt: skip
+
+
+def preprocess_corpus(config: CorpusConfig, *, progress: bool = True,
+                      command: str | None = None) -> dict:  # fmt: skip
+    """Read, tokenize and shard a corpus; resumable; returns the summary (``stats.json``).
+
+    Stops early, with one error, when the first ``FAIL_FAST`` recordings all fail the same
+    way (a bad setting, not a bad file); other failures are skipped and listed.
+
+    ``config.part`` (``"i/n"``): shard only that part and return its summary (its record,
+    ``parts/part-i-of-n.json``), writing no index; ``config.merge``: :func:`merge_parts`
+    (module docstring). ``command``: the command line of this run, kept in a part's record
+    so that a merge can name the command that reruns a missing part.
+    """
+    from tqdm.auto import tqdm
+
+    if config.merge:
+        return merge_parts(config, command=command)
+    out = _writable(config.out)
+    recordings, ids = _listing(config)
+    sizes = _sizes(ids, recordings)
+    mine = set(ids) if config.part is None else set(part_ids(sizes, *parse_part(config.part)))
+    for leftover in [*(out / SHARDS).glob("*" + PARTIAL), *(out / SHARDS).glob("*" + STALE)]:
+        if config.part is None or leftover.name.rsplit(".", 1)[0] in mine:  # others' are live
+            shutil.rmtree(leftover, ignore_errors=True)  # left by a crash: redone below
+    listed = {i: r for i, r in zip(ids, recordings, strict=True) if i in mine}
+    expected = _expected(config, listed)
     states = _check_existing(out, listed, expected, config)
     todo = []
-    for r, i in zip(recordings, ids, strict=True):
+    for i, r in listed.items():
         if states.get(i, ("new",))[0] == "done":
             refresh_meta(out / SHARDS / i, r, expected[i])  # a changed split, subject ...
         else:
             todo.append(r)
-    logger.info("%d recordings, %d already sharded", len(recordings), len(recordings) - len(todo))
+    what = f"part {config.part}: " if config.part else ""
+    logger.info("%s%d recordings, %d already sharded", what, len(listed), len(listed) - len(todo))
+    record = _PartRecord(out, config, sizes, sorted(listed), command) if config.part else None
     results, failures = [], []
-    bar = tqdm(total=len(todo), unit="file", desc=f"preprocess {config.dataset}",
-               disable=not progress)  # fmt: skip
+    bar = tqdm(total=len(todo), unit="file", desc=f"preprocess {config.dataset}"
+               + (f" part {config.part}" if config.part else ""), disable=not progress)  # fmt: skip
     try:
         with closing(_results([(r, config, out) for r in todo], config.workers)) as finished:
             for result in finished:
@@ -609,12 +725,219 @@ def preprocess_corpus(config: CorpusConfig, *, progress: bool = True) -> dict:
                 if result["status"] == "failed":
                     failures.append(result)
                     _fail_fast(results, failures, len(todo))
+    except BaseException as err:
+        if record is not None:
+            record.end(results, failures, error=f"{type(err).__name__}: {err}")
+        raise
     finally:
         bar.close()
-        with open(out / FAILURES, "w") as fh:
-            fh.writelines(json.dumps(f) + "\n" for f in failures)
+        if record is None:
+            with open(out / FAILURES, "w") as fh:
+                fh.writelines(json.dumps(f) + "\n" for f in failures)
+    _report_failures(failures)
+    if record is not None:
+        return record.end(results, failures)
+    return write_index(out, failures=failures, ids=ids)
+
+
+# ---------------------------------------------------------------------- parts
+def _part_file(out: Path, part: int, parts: int) -> Path:
+    return out / PARTS / f"part-{part}-of-{parts}.json"
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _sizes(ids, recordings) -> dict[str, int]:
+    """Shard id -> bytes of its source files (what a part's share is balanced by)."""
+    return {i: sum(f.stat().st_size for f in _source_files(r))
+            for i, r in zip(ids, recordings, strict=True)}  # fmt: skip
+
+
+def _listing_digest(sizes: dict[str, int]) -> str:
+    """The listing a split was made from: ids and sizes (parts agree when it is equal)."""
+    return _digest(sorted(sizes.items()))[:16]
+
+
+class _PartRecord:
+    """``parts/part-i-of-n.json``: what one part run was given and what became of it;
+    ``running`` from its start, ``finished`` (or ``stopped``, with the error) at its end."""
+
+    def __init__(self, out: Path, config: CorpusConfig, sizes: dict[str, int], ids: list[str],
+                 command: str | None):  # fmt: skip
+        import socket
+
+        from .. import __version__
+
+        self.part, self.parts = parse_part(config.part)
+        self.path, self.out, self.t0 = _part_file(out, self.part, self.parts), out, time.monotonic()
+        self.data = {
+            "part": config.part, "status": "running", "ids": ids,
+            "listing": {"recordings": len(sizes), "digest": _listing_digest(sizes)},
+            "host": socket.gethostname(), "pid": os.getpid(), "command": command,
+            "started": _now(),
+            "neurofm_version": __version__,
+        }  # fmt: skip
+        self.path.parent.mkdir(exist_ok=True)
+        others = [r for r in _part_records(out) if r["part"] != config.part
+                  and r["part"].endswith(f"/{self.parts}")
+                  and (r.get("listing") or {}).get("digest") != self.data["listing"]["digest"]]  # fmt: skip
+        if others:
+            warn(f"part {others[-1]['part']} ran on another listing of the corpus "
+                 f"({others[-1]['listing']['recordings']} recordings, now {len(sizes)}; or "
+                 "their sizes changed): the parts may overlap or leave recordings out. Rerun "
+                 "every part once the files stay as they are", ShardWarning)  # fmt: skip
+        _write_json(self.path, self.data)
+
+    def end(self, results: list, failures: list, error: str | None = None) -> dict:
+        metas = _metas(self.out, self.data["ids"])
+        self.data |= {
+            "status": "stopped" if error else "finished", "error": error,
+            "ended": _now(),
+            "seconds": round(time.monotonic() - self.t0, 1),
+            "written": sum(r["status"] == "written" for r in results),
+            "done_before": len(metas) - sum(r["status"] == "written" for r in results),
+            "recordings": len(metas), "windows": sum(m["n_windows"] for m in metas),
+            "hours": round(sum(m["covered_seconds"] for m in metas) / 3600, 3),
+            "failures": failures,
+        }  # fmt: skip
+        _write_json(self.path, self.data)
+        return self.data
+
+
+def _metas(out: Path, ids) -> list[dict]:
+    """The sound ``meta.json`` of the shards ``ids`` under ``out`` (others silently left)."""
+    metas = []
+    for i in ids:
+        try:
+            metas.append(read_meta(out / SHARDS / i))
+        except ShardError:
+            pass
+    return metas
+
+
+def _part_records(out: Path) -> list[dict]:
+    """Every readable part record under ``out``, oldest start first."""
+    records = []
+    for path in sorted((out / PARTS).glob("part-*-of-*.json")):
+        try:
+            record = json.loads(path.read_text())
+            parse_part(record["part"])
+        except (OSError, ValueError, KeyError, TypeError):
+            logger.warning("%s is not a readable part record: ignored", path)
+            continue
+        records.append(record)
+    return sorted(records, key=lambda r: str(r.get("started")))
+
+
+def part_command(command: str | None, part: str | None) -> str:
+    """A part run's ``command`` with its part replaced by ``part`` (``None``: by
+    ``--merge``); the generic command without one."""
+    import shlex
+
+    new = ["--part", part] if part else ["--merge"]
+    if not command:
+        return shlex.join(["neurofm", "preprocess", "CONFIG", *new])
+    words = shlex.split(command)
+    for k, word in enumerate(words):
+        if word in ("--part", "--merge"):
+            return shlex.join([*words[:k], *new, *words[k + 1 + (word == "--part") :]])
+        if word.startswith(("--part=", "part=", "merge=")):
+            return shlex.join([*words[:k], *new, *words[k + 1 :]])
+    return shlex.join([*words, *new])
+
+
+def merge_parts(config: CorpusConfig, *, command: str | None = None) -> dict:
+    """``index.csv``, ``stats.json`` and ``failures.jsonl`` over every part's shards, as one
+    run over the whole corpus would write them (returns the statistics); reads no
+    recording. Raises ``NeurofmError`` naming each part still to (re)run, with its command,
+    when a listed recording has neither a finished shard nor a failure in a part record;
+    then nothing is written."""
+    out = Path(config.out).expanduser()
+    if not (out / SHARDS).is_dir():
+        raise NeurofmError(f"{out} holds no shards: run the parts first (neurofm preprocess "
+                           "CONFIG --part i/n for each i), then --merge")  # fmt: skip
+    recordings, ids = _listing(config)
+    listed = dict(zip(ids, recordings, strict=True))
+    sizes = _sizes(ids, recordings)
+    expected = _expected(config, listed)
+    root = corpus_folder(config.root)
+    states = {i: shard_state(out / SHARDS / i, want, listed[i], root)
+              for i, want in expected.items()}  # fmt: skip
+    records = _part_records(out)
+    last: dict[str, dict | None] = {}  # shard id -> its failure in the latest part run given it
+    for record in records:  # oldest first
+        fails = {f.get("shard"): f for f in record.get("failures") or []}
+        last |= {i: fails.get(i) for i in record.get("ids") or []}
+    failed = {i: f for i, f in last.items() if f is not None}
+    failures = [failed[i] for i in ids if i in failed and states[i][0] != "done"]
+    missing = [i for i in ids if states[i][0] != "done" and i not in failed]
+    if missing:
+        raise NeurofmError(_unfinished(out, sizes, missing, states, records, command))
+    for i, r in listed.items():
+        if states[i][0] == "done":
+            refresh_meta(out / SHARDS / i, r, expected[i])  # a changed split, subject ...
+    atomic_write(out / FAILURES, lambda p: p.write_text("".join(json.dumps(f) + "\n"
+                                                                for f in failures)))  # fmt: skip
     _report_failures(failures)
     return write_index(out, failures=failures, ids=ids)
+
+
+def _unfinished(out: Path, sizes: dict[str, int], missing, states, records, command) -> str:
+    """Why a merge cannot index yet: each part to (re)run, with its state and command."""
+    ids = sorted(sizes)
+    if not records:
+        return (f"{len(missing)} of {len(ids)} recordings have no shard in {out} and no part has "
+                f"run there (no {PARTS}/part-i-of-n.json): run `neurofm preprocess CONFIG "
+                "--part i/n` for i = 1 ... n, or `neurofm preprocess CONFIG` on one machine; "
+                "then --merge")  # fmt: skip
+    n = parse_part(records[-1]["part"])[1]  # the split of the latest part run
+    latest = {r["part"]: r for r in records}
+    # a part's own command line (or this merge's) with the part changed
+    template = next((r.get("command") for r in reversed(records) if r.get("command")), command)
+    owner = {i: f"{k}/{n}" for k, part in enumerate(split_parts(sizes, n), 1) for i in part}
+    owners: dict[str, list[str]] = {}
+    for i in missing:
+        owners.setdefault(owner[i], []).append(i)
+    digest = _listing_digest(sizes)
+    lines = [f"cannot merge: {len(missing)} of {len(ids)} recordings have no finished shard "
+             f"and no recorded failure; {len(owners)} of {n} parts to (re)run:"]  # fmt: skip
+    for part in sorted(owners, key=lambda p: int(p.split("/")[0])):
+        names = owners[part]
+        record = latest.get(part)
+        if record is None:
+            status = "never ran (no record)"
+        elif record.get("status") == "running":
+            status = (f"started {record.get('started')} on {record.get('host')} and never "
+                      "ended (still running, or killed)")  # fmt: skip
+        elif record.get("status") == "stopped":
+            status = f"stopped {record.get('ended')}: {record.get('error')}"
+        elif (record.get("listing") or {}).get("digest") != digest:
+            status = (f"finished on another listing of the corpus ("
+                      f"{record['listing']['recordings']} recordings then, {len(ids)} now)")  # fmt: skip
+        else:
+            status = "finished"
+        shards = []
+        for kind, words in (("new", "not made"), ("damaged", "damaged"),
+                            ("stale", "made differently from this config")):  # fmt: skip
+            some = [i for i in names if states[i][0] == kind]
+            if some:
+                why = {"new": "", "damaged": f": {states[some[0]][1]}",
+                       "stale": f": {some[0]}: {states[some[0]][1]}"}[kind]  # fmt: skip
+                shards.append(f"{len(some)} {words} ({', '.join(some[:3])}"
+                              f"{' ...' if len(some) > 3 else ''}{why})")  # fmt: skip
+        fix = " --overwrite" if any(states[i][0] == "stale" for i in names) else ""
+        lines.append(f"part {part}: {status}; shards: {'; '.join(shards)}: run "
+                     f"`{part_command(template, part)}{fix}`")  # fmt: skip
+    if any(states[i][0] == "stale" for i in missing):
+        lines.append("shards made differently: merge with the config and overrides the parts "
+                     "ran with, or redo them with --overwrite as above")  # fmt: skip
+    lines.append(f"then merge again: `{part_command(template, None)}` (parts resume: finished "
+                 "shards are kept)")  # fmt: skip
+    return "\n".join(lines)
 
 
 def _readable_metas(out: Path, ids=None) -> list[dict]:
