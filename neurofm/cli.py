@@ -29,6 +29,7 @@ from pydantic import Field
 from .config import StrictConfig, load_config
 from .data import CorpusConfig
 from .preprocess import Recipe
+from .train.config import PretrainConfig
 from .viz import plot_tokens
 
 
@@ -115,6 +116,22 @@ def _preprocess(config: CorpusConfig) -> int:
               "shards (per recording: stats.json 'dropped')")  # fmt: skip
     print(json.dumps({"window_labels": stats["window_labels"]}))
     return 0 if stats["recordings"] else 2
+
+
+@verb("pretrain", PretrainConfig, "pretrain a tokenizer or an encoder; torchrun for many "
+      "GPUs (YAML)", config=True)  # fmt: skip
+def _pretrain(config: PretrainConfig) -> int:
+    from neurofm.train import pretrain
+
+    summary = pretrain(config)
+    last = summary["last"]
+    figures = ", ".join(f"{k} {last[k]:.4g}" for k in ("loss", "accuracy", "majority", "usage")
+                        if k in last)  # fmt: skip
+    print(f"{summary['objective']} {summary['model']}: {summary['steps']} steps, "
+          f"{summary['windows']} windows in {summary['seconds']:.0f} s ({figures})")  # fmt: skip
+    print(f"checkpoint: {summary['checkpoint']}  (neurofm.load_model(path))")
+    print(f"metrics: {summary['out']}/metrics.jsonl, curves: {summary['out']}/curves.png")
+    return 0
 
 
 class ModelsOptions(StrictConfig):

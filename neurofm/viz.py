@@ -80,7 +80,8 @@ CURVE_PANELS = (
     ("loss", ("loss",), "log"),
     ("masked-code accuracy", ("accuracy", "majority"), "linear"),
     ("spectrum losses", ("amplitude", "phase", "commitment"), "log"),
-    ("codebook", ("usage", "dead_fraction"), "linear"),
+    ("codebook use", ("usage", "used"), "linear"),
+    ("dead codes", ("dead",), "linear"),
     ("perplexity", ("perplexity",), "linear"),
     ("learning rate", ("lr",), "linear"),
 )

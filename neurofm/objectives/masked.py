@@ -16,6 +16,8 @@ Which tokens are withheld (random, or the last patches: future masking) is
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -175,6 +177,7 @@ class MaskedAutoencoder(_Masked):
         self.decoder = TokenDecoder(encoder.dim, **(decoder or {}), out_dim=encoder.recipe.patch_len,
                                     vocab_size=c.vocab_size, coord_frequencies=c.coord_frequencies)  # fmt: skip
         self.norm_target = norm_target
+        encoder.mask_token.requires_grad_(False)  # dropped, never hidden: [MASK] unused
 
     def plan(self, tokens: Tokens, seeds: torch.Tensor) -> Plan:
         dropped = self.withheld(tokens, seeds)
@@ -212,9 +215,9 @@ class TokenizerTraining(Objective):
 
     def forward(self, tokens: Tokens, plan: Plan) -> Loss:
         out = self.tokenizer(tokens)
-        return tokenizer_loss(out, plan)
-
-
-def tokenizer_loss(out, plan: Plan) -> Loss:
-    """A :class:`Loss` from the tokenizer's output (adapted to its fields)."""
-    raise NotImplementedError  # filled in once the tokenizer's output is settled
+        n = tokens.mask.sum().float()
+        sums = {"amplitude": out.amplitude_loss.detach() * n, "phase": out.phase_loss.detach() * n,
+                "commitment": out.commitment.detach() * n}  # fmt: skip
+        stats = out.stats  # tensors: read (a device sync) only on the steps that log
+        values = {f.name: getattr(stats, f.name) for f in fields(stats)}
+        return Loss(out.token_loss.sum(), n, sums, values)
