@@ -14,7 +14,7 @@ UPGRADE ?=
 LOCK_FLAGS := --extra dev -c constraints.txt --universal --python-version 3.11 --generate-hashes
 UV_TOOL := .venv-lock/bin/uv
 
-.PHONY: demo test lint bench venv lock clean
+.PHONY: demo test lint bench venv lock clean sample-weights
 
 # A changed lock rebuilds the environment from scratch: what is installed is exactly the
 # lock. A changed pyproject.toml only reinstalls neurofm itself, then `pip check` fails if
@@ -49,6 +49,16 @@ bench: $(STAMP)  ## performance figures (see README)
 	$(PY) bench/encoder.py
 	$(PY) bench/fmri.py
 	$(PY) bench/dataloader.py
+	$(PY) bench/pretrain.py
+
+# The small checkpoints shipped in the package (eeg-tiny.sample, tokenizer-tiny.sample):
+# pretrained on ../shared/data/eeg on a 2-core CPU (times in their model cards)
+sample-weights: $(STAMP)  ## retrain and re-ship the sample weights from ../shared/data/eeg
+	$(PY) -m neurofm preprocess configs/preprocess/shared_eeg.yaml
+	$(PY) -m neurofm pretrain configs/pretrain/eeg_tiny_tokenizer.yaml resume=false
+	$(PY) -m neurofm pretrain configs/pretrain/eeg_tiny_codes.yaml resume=false
+	$(PY) bench/probes.py --model runs/eeg-tiny-codes/checkpoint --out runs/probes.json
+	$(PY) -m neurofm.train.sample
 
 # uv resolves the lock; it lives in its own small venv so that a broken lock can always be
 # regenerated without first installing from it.

@@ -593,3 +593,30 @@ def test_a_folder_of_mixed_files_becomes_one_corpus(tmp_path, caplog):
         "Subject00_1": ("eegmat", "Subject00"), "Subject00_2": ("eegmat", "Subject00"),
         "other_sub-7.edf": ("folder", "7")}  # fmt: skip
     assert set(index[index.dataset == "eegmat"].n_channels) == {19}  # no 'A2', no ECG
+
+
+def test_a_channel_no_model_can_place_is_masked_in_the_shard(tmp_path):
+    """A unit with an unknown name and no position (Nihon Kohden's 'E') would stop
+    training at the first batch holding it: the shard keeps it as padding, and says so."""
+    import functools
+
+    from neurofm.data import ShardDataset, write_shard
+    from neurofm.data.shards import read_meta, write_index
+    from neurofm.errors import ChannelWarning
+    from neurofm.io.datasets import Recording
+    from neurofm.models import create_model
+    from neurofm.preprocess import Recipe
+    from neurofm.synthetic import eeg
+
+    signal = functools.partial(eeg, 3, 2000, 200.0, line=None)
+    rec = Recording(dataset="manifest", subject="p", id="p", array=signal, sfreq=200.0,
+                    ch_names=["Fp1", "Cz", "E"], units="V")  # fmt: skip
+    recipe = Recipe(window_seconds=4.0, notch=None)
+    with pytest.warns(ChannelWarning, match="E have no known name and no position"):
+        write_shard(rec, recipe, tmp_path)
+    write_index(tmp_path)
+    meta = read_meta(tmp_path / "shards" / "p")
+    assert meta["channels"] == ["Fp1", "Cz", "E"] and meta["unplaced_channels"] == ["E"]
+    tokens, _ = next(iter(ShardDataset(tmp_path, batch_size=2)))
+    assert not tokens.mask[:, 2].any() and tokens.mask[:, :2].all()
+    create_model("eeg-tiny", recipe=recipe)(tokens)  # encodes: 'E' is padding now

@@ -75,7 +75,9 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from ..config import StrictConfig
+from ..channels import UNK
 from ..errors import (
+    ChannelWarning,
     ConfigError,
     NeurofmError,
     ShardError,
@@ -481,13 +483,22 @@ def _fill_shard(rec, recipe, work: Path, final: Path, made: dict, dtype, backgro
     writers = {name: NpyAppender(work / f"{name}.npy", dt) for name, dt in
                (("x", dtype), ("mask", bool), ("t", np.float32))}  # fmt: skip
     window_labels, names, space, pos, last_start = [], None, None, None, 0.0
-    sample_sum = None
+    sample_sum, unplaced = None, None
     for batch in iter_tokens(loaded, recipe, batch_size=64):
-        writers["x"].append(batch.x.numpy())
-        writers["mask"].append(batch.mask.numpy())
-        writers["t"].append(batch.t.numpy())
         if names is None:
             names, space, pos = batch.names[0], batch.space[0].numpy(), batch.pos[0].numpy()
+            # a unit with no name in the vocabulary and no position can be placed by no
+            # model: its tokens are kept as padding (mask False), named in meta.json
+            unplaced = (space == UNK) & np.isnan(pos).any(-1)
+            if unplaced.any():
+                lost = [n for n, u in zip(names, unplaced, strict=True) if u]
+                warn(f"{rec.id}: channel(s) {', '.join(lost)} have no known name and no "
+                     "position: no model can place them, so their tokens are masked out; give "
+                     "positions in the reader options (positions: {name: electrode or [x, y, z]}) "
+                     "to keep them", ChannelWarning)  # fmt: skip
+        writers["x"].append(batch.x.numpy())
+        writers["mask"].append(batch.mask.numpy() & ~unplaced[None, :, None])
+        writers["t"].append(batch.t.numpy())
         for t0 in batch.t[:, 0].tolist():
             window_labels.append(rec.label_at(t0, t0 + recipe.window_seconds, background))
             last_start = t0
@@ -506,6 +517,7 @@ def _fill_shard(rec, recipe, work: Path, final: Path, made: dict, dtype, backgro
         "id": final.name, "dataset": rec.dataset, **_record(rec), "label": rec.label,
         "n_windows": len(window_labels), "window_labels": window_labels,
         "channels": list(names), "source": str(rec.path or rec.id),
+        "unplaced_channels": [n for n, u in zip(names, unplaced, strict=True) if u],
         "seconds": round(seconds, 3), "covered_seconds": round(covered, 3),
         "dropped_seconds": round(max(0.0, seconds - covered), 3),
         "dtype": dtype, "neurofm_version": __version__,

@@ -41,7 +41,14 @@ from ..errors import (
 from ..preprocess.recipe import EEGRecipe, FMRIRecipe, recipe_from_dict
 from ..utils import atomic_write_dir, file_sha256, interrupted_backup
 from . import hub
-from .registry import MODELS, WEIGHTS, architecture_of, get_architecture, list_weights
+from .registry import (
+    MODELS,
+    WEIGHTS,
+    architecture_of,
+    get_architecture,
+    list_weights,
+    shipped_folder,
+)
 
 FORMAT = "neurofm"
 FORMAT_VERSION = 3  # 3: architecture-keyed, patch geometry in the recipe only
@@ -276,6 +283,8 @@ def _resolve(source, cache_dir=None) -> Path:
 def _weights_folder(name: str, cache_dir=None) -> Path:
     """Registered weights: ``$NEUROFM_HOME/models/<name>``, or their Hub repo."""
     weights, local = WEIGHTS[name], weights_folder(name)
+    if weights.shipped:  # inside the package: no cache, no network
+        return Path(str(shipped_folder(name)))
     if (local / CONFIG).exists():
         return local
     if weights.source.startswith("hf://"):

@@ -11,13 +11,18 @@ Three kinds of name, as timm tells models from their pretrained tags:
   from and a model card. :func:`list_weights` lists them; ``load_model(name)`` loads them.
 
 Model files register themselves (``register_architecture`` and ``register_model`` at the
-bottom of ``encoder.py``); this module imports none of them.
+bottom of ``encoder.py``); this module imports none of them. Architectures defined outside
+:mod:`neurofm.models` (the tokenizer, which builds on the encoder) are named in
+:data:`PROVIDERS` and imported on first need: looking up an architecture or a model name
+this registry does not know yet, or listing models. ``neurofm.models`` cannot import them
+itself: they import it.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 
 from ..errors import ConfigError, NeurofmError, did_you_mean
 
@@ -47,13 +52,58 @@ class Weights:
     card: str
     importer: str | None = None
 
+    @property
+    def shipped(self) -> bool:
+        """Inside the installed package (``source`` ``'package:<name>'``): always there."""
+        return self.source.startswith(PACKAGE)
 
+
+PACKAGE = "package:"  # Weights.source of weights shipped in neurofm/resources/weights/
 ARCHITECTURES: dict[str, Architecture] = {}
 _MODELS: dict[str, dict] = {}  # model name -> config fields
 _ARCHITECTURE_OF: dict[str, str] = {}  # model name -> architecture name
 WEIGHTS: dict[str, Weights] = {}
+
+#: architecture name -> the module that registers it (imported on first need)
+PROVIDERS: dict[str, str] = {"tokenizer": "neurofm.tokenizer.model"}
+_imported: set[str] = set()
+
+
+def _import_providers() -> None:
+    """Import every provider module not imported yet (each registers itself once)."""
+    for module in PROVIDERS.values():
+        if module not in _imported:
+            _imported.add(module)  # first: a provider's own registry calls do not recurse
+            importlib.import_module(module)
+
+
+class _Models(Mapping):
+    """Model name -> its config fields: a read-only view that holds the providers' too."""
+
+    def __getitem__(self, name: str) -> dict:
+        if name not in _MODELS:
+            _import_providers()
+        return _MODELS[name]
+
+    def __iter__(self) -> Iterator[str]:
+        _import_providers()
+        return iter(dict(_MODELS))
+
+    def __len__(self) -> int:
+        _import_providers()
+        return len(_MODELS)
+
+    def __contains__(self, name) -> bool:
+        if name not in _MODELS:
+            _import_providers()
+        return name in _MODELS
+
+    def __repr__(self) -> str:
+        return f"MODELS({dict(self)!r})"
+
+
 #: model name -> its config fields (a read-only view; ``register_model`` adds to it)
-MODELS = MappingProxyType(_MODELS)
+MODELS = _Models()
 
 
 def register_architecture(name: str, cls: type, config_cls: type) -> None:
@@ -76,7 +126,42 @@ def register_weights(weights: Weights) -> None:
     WEIGHTS[weights.name] = weights
 
 
+def shipped_folder(name: str):
+    """``neurofm/resources/weights/<name>``: the folder of weights shipped in the package."""
+    from importlib import resources
+
+    return resources.files("neurofm").joinpath("resources", "weights", name)
+
+
+def _register_shipped() -> None:
+    """Register every folder of ``neurofm/resources/weights`` under its name.
+
+    Each holds ``config.json``, ``model.safetensors`` and a model card (``README.md``,
+    whose first paragraph after the title is the card's summary here). The model name
+    comes from ``config.json`` and is checked when the weights are loaded (the tokenizer
+    sizes register late, see :data:`PROVIDERS`).
+    """
+    import json
+
+    folder = shipped_folder("")
+    if not folder.is_dir():
+        return
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        config = entry.joinpath("config.json")
+        if not config.is_file():
+            continue
+        model = json.loads(config.read_text())["model"]["name"]
+        card = entry.joinpath("README.md")
+        text = card.read_text() if card.is_file() else ""
+        paragraphs = [p.strip() for p in text.split("---", 2)[-1].split("\n\n") if p.strip()]
+        summary = next((p for p in paragraphs if not p.startswith("#")), "")
+        WEIGHTS[entry.name] = Weights(entry.name, model, PACKAGE + entry.name,
+                                      " ".join(summary.split()))  # fmt: skip
+
+
 def get_architecture(name: str) -> Architecture:
+    if name not in ARCHITECTURES:
+        _import_providers()
     if name not in ARCHITECTURES:
         raise NeurofmError(
             f"unknown architecture {name!r}{did_you_mean(name, ARCHITECTURES)}; this neurofm "
@@ -98,6 +183,7 @@ def architecture_of(model) -> str:
 
 def list_models(architecture: str | None = None) -> list[str]:
     """Registered model names (architectures at a size), optionally of one architecture."""
+    _import_providers()
     return sorted(n for n, a in _ARCHITECTURE_OF.items() if architecture in (None, a))
 
 
@@ -107,6 +193,8 @@ def list_weights(model: str | None = None) -> list[str]:
 
 
 def _architecture_of_model(name: str) -> str:
+    if name not in _MODELS:
+        _import_providers()
     if name not in _MODELS:
         weights = (
             f"; {name!r} names weights: neurofm.load_model({name!r})" if name in WEIGHTS else ""
@@ -149,7 +237,8 @@ _MOVED = {"load_model": "checkpoint", "save_model": "checkpoint", "read_config":
 
 def __getattr__(name: str):
     if name in _MOVED:
-        import importlib
-
         return getattr(importlib.import_module(f".{_MOVED[name]}", __package__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_register_shipped()
