@@ -24,8 +24,10 @@ from neurofm.io.datasets import Recording
 from neurofm.models import create_model
 from neurofm.objectives import (
     MaskedAutoencoder,
+    MaskedCodes,
     MaskedReconstruction,
     MaskingConfig,
+    TokenizerTraining,
     future_tokens,
     random_tokens,
 )
@@ -96,11 +98,16 @@ def test_future_masking_takes_the_last_real_patches():  # issue 14
     assert not future_tokens(tokens.mask[:, :, :1], 1).any()  # one patch: nothing to predict
 
 
-@pytest.mark.parametrize("objective", ["masked_reconstruction", "mae", "mae_future"])
+@pytest.mark.parametrize("objective", ["masked_codes", "masked_reconstruction", "mae",
+                                       "mae_future", "tokenizer"])
 def test_padding_is_never_a_target_nor_in_a_loss(objective):  # issue 14
     torch.manual_seed(0)
     encoder = create_model("eeg-tiny")
-    if objective == "masked_reconstruction":
+    if objective == "masked_codes":
+        obj = MaskedCodes(encoder, create_model("tokenizer-tiny"))
+    elif objective == "tokenizer":
+        obj = TokenizerTraining(create_model("tokenizer-tiny", n_codes=16))
+    elif objective == "masked_reconstruction":
         obj = MaskedReconstruction(encoder)
     else:
         kind = "future" if objective.endswith("future") else "random"
@@ -108,8 +115,16 @@ def test_padding_is_never_a_target_nor_in_a_loss(objective):  # issue 14
     tokens = _batch()
     plan = obj.plan(tokens, torch.arange(4))
     assert not (plan.targets & ~tokens.mask).any()
+    for mask in (plan.hidden, plan.dropped):
+        assert mask is None or not (mask & ~tokens.mask).any()
+    obj.train()
     loss = obj(tokens, plan)  # NaN in every padded patch: a finite loss never read them
     assert torch.isfinite(loss.total) and loss.count == plan.targets.sum()
+    clean = neurofm.Tokens(**{**vars(tokens), "x": torch.nan_to_num(tokens.x, nan=1e3)})
+    torch.manual_seed(1)
+    again = obj(clean, plan)  # other padding content: the same loss
+    if objective != "tokenizer":  # (its codebook moved in the first call: EMA)
+        torch.testing.assert_close(again.total, loss.total)
     loss.total.backward()
     assert all(torch.isfinite(p.grad).all() for p in obj.parameters() if p.grad is not None)
 
