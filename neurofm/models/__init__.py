@@ -6,6 +6,8 @@
 
 - :mod:`.layers`: attention, norm, mlp, block, embeddings (one kind of layer each)
 - :mod:`.encoder`: the encoder's wiring; registers the ``encoder`` architecture and sizes
+- :mod:`.decoder`: :class:`TokenDecoder`, a light Transformer over the token grid (the
+  tokenizer's and MAE's decoder)
 - :mod:`.registry`: architectures, model sizes (:func:`list_models`), weights (:func:`list_weights`)
 - :mod:`.checkpoint`: ``config.json`` + ``model.safetensors``, architecture-keyed
 - :mod:`.hub`: the Hugging Face Hub; :mod:`.convert`: LaBraM weights
@@ -21,6 +23,7 @@ from .checkpoint import (
     weights_folder,
 )
 from .convert import from_labram
+from .decoder import TokenDecoder
 from .encoder import Encoder, EncoderConfig, EncoderOutput
 from .layers import Attention, Block, attend
 from .registry import (
@@ -44,6 +47,7 @@ __all__ = [
     "Encoder",
     "EncoderConfig",
     "EncoderOutput",
+    "TokenDecoder",
     "Weights",
     "attend",
     "create_model",
