@@ -229,12 +229,16 @@ class LabramCodes(torch.nn.Module):
 
     def param_groups(self) -> list[dict]:
         """neurofm's groups under braindecode's names: no decay on biases, norms, the
-        [CLS] and [MASK] tokens and the channel table; the unused classifier left out."""
+        [CLS] and [MASK] tokens, the channel and time tables; the unused classifier left out."""
         decay, plain = [], []
         for name, p in self.named_parameters():
             if name.startswith("labram.final_layer."):
                 continue
-            exempt = p.ndim < 2 or name.endswith("_token") or name == "labram.position_embedding"
+            exempt = (
+                p.ndim < 2
+                or name.endswith("_token")
+                or name in ("labram.position_embedding", "labram.temporal_embedding")
+            )
             (plain if exempt else decay).append(p)
         return [{"params": decay, "weight_decay": WEIGHT_DECAY},
                 {"params": plain, "weight_decay": 0.0}]  # fmt: skip

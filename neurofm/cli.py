@@ -64,24 +64,22 @@ def sample_path() -> Path:
     return Path(str(resources.files("neurofm").joinpath("sample_data/S001R03.edf")))
 
 
-def _encode(tokens, name: str = "eeg-base") -> None:
-    """Run the encoder over the token grid (random weights: neurofm ships none)."""
+def _encode(tokens, weights: str = "eeg-tiny.sample") -> None:
+    """Encode the token grid with the small pretrained checkpoint shipped in the package."""
     import time
 
     import torch
 
-    from neurofm.models import create_model
+    from neurofm.models import WEIGHTS, load_model
 
-    torch.manual_seed(0)
-    model = create_model(name).eval()
+    model = load_model(weights).eval()  # shipped: offline, no download
     start = time.perf_counter()
     with torch.inference_mode():
         out = model(tokens)
     seconds = time.perf_counter() - start
-    print(f"encoder {name} ({model.num_params() / 1e6:.1f}M parameters, random init; load "
-          f"weights with neurofm.load_model or neurofm.models.from_labram): "
-          f"tokens {tuple(out.tokens.shape)}, pooled {tuple(out.pooled.shape)} "
-          f"in {seconds:.2f} s ({len(tokens) / seconds:.0f} windows/s)")  # fmt: skip
+    print(f"encoder {weights} ({model.config.name}, {model.num_params() / 1e6:.2f}M parameters; "
+          f"{WEIGHTS[weights].card.split(':')[0]}): tokens {tuple(out.tokens.shape)}, pooled "
+          f"{tuple(out.pooled.shape)} in {seconds:.2f} s ({len(tokens) / seconds:.0f} windows/s)")  # fmt: skip
 
 
 @verb("preprocess", CorpusConfig, "shard a corpus: reader + Recipe + windows (YAML)",
@@ -145,25 +143,25 @@ def _models(options: ModelsOptions) -> int:
     from neurofm.models import WEIGHTS, create_model, list_models, model_config, weights_folder
 
     print("architectures (create_model(name): random weights)")
-    print(f"  {'name':<12} {'modality':<8} {'dim':>4} {'depth':>5} {'heads':>5} {'params':>8}")
+    print(f"  {'name':<15} {'modality':<8} {'dim':>4} {'depth':>5} {'heads':>5} {'params':>8}")
     for name in list_models():
         cfg = model_config(name)
         if options.modality not in (None, cfg.modality):
             continue
         with torch.device("meta"):
             n = create_model(name).num_params()
-        print(f"  {name:<12} {cfg.modality:<8} {cfg.dim:>4} {cfg.depth:>5} "
+        print(f"  {name:<15} {cfg.modality:<8} {cfg.dim:>4} {cfg.depth:>5} "
               f"{cfg.heads:>5} {n / 1e6:>7.1f}M")  # fmt: skip
     print("weights (load_model(name))")
-    print(f"  {'name':<14} {'model':<12} {'status':<12} source")
+    print(f"  {'name':<22} {'model':<15} {'status':<12} source")
     for name, w in sorted(WEIGHTS.items()):
         if options.modality not in (None, model_config(w.model).modality):
             continue
         folder = weights_folder(name)
-        status = "cached" if (folder / "config.json").exists() else (
+        status = "shipped" if w.shipped else "cached" if (folder / "config.json").exists() else (
             "downloadable" if w.source.startswith("hf://") else "import once"
         )  # fmt: skip
-        print(f"  {name:<14} {w.model:<12} {status:<12} {w.source}")
+        print(f"  {name:<22} {w.model:<15} {status:<12} {w.source}")
     return 0
 
 

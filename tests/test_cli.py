@@ -12,7 +12,9 @@ def test_demo(tmp_path, capsys):
     assert "Tokens(B=12, S=64 units, N=10 patches, P=200 samples" in out
     assert "notch [60.0]" in out and "'Fc5.'->'FC5'" in out
     assert (tmp_path / "S001R03_tokens.png").stat().st_size > 10_000
-    assert "encoder eeg-base (5.9M parameters" in out and "pooled (12, 200)" in out
+    # the pretrained checkpoint shipped in the package, offline
+    assert "encoder eeg-tiny.sample (eeg-tiny, 0.29M parameters" in out
+    assert "pooled (12, 100)" in out
 
 
 def test_models_lists_the_registry(capsys, monkeypatch, tmp_path):
@@ -22,12 +24,14 @@ def test_models_lists_the_registry(capsys, monkeypatch, tmp_path):
     assert "eeg-huge" in out and "369.6M" in out and "fmri-base" in out
     architectures, weights = out.split("weights (load_model(name))")
     assert "labram-base" not in architectures and "eeg-base" in architectures
-    assert "labram-base    eeg-base     import once" in weights
+    assert "labram-base            eeg-base        import once" in weights
+    assert "eeg-tiny.sample        eeg-tiny        shipped" in weights
+    assert "tokenizer-tiny.sample  tokenizer-tiny  shipped" in weights
     from neurofm.models import create_model, weights_folder
 
     create_model("eeg-tiny").save_pretrained(weights_folder("labram-base"))  # stands in
     assert main(["models", "--modality", "eeg"]) == 0
-    assert "labram-base    eeg-base     cached" in capsys.readouterr().out
+    assert "labram-base            eeg-base        cached" in capsys.readouterr().out
     assert main(["models", "--modality", "fmri"]) == 0
     assert "labram-base" not in capsys.readouterr().out
 

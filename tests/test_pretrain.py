@@ -9,7 +9,6 @@ import os
 import socket
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -98,8 +97,9 @@ def test_future_masking_takes_the_last_real_patches():  # issue 14
     assert not future_tokens(tokens.mask[:, :, :1], 1).any()  # one patch: nothing to predict
 
 
-@pytest.mark.parametrize("objective", ["masked_codes", "masked_reconstruction", "mae",
-                                       "mae_future", "tokenizer"])
+@pytest.mark.parametrize(
+    "objective", ["masked_codes", "masked_reconstruction", "mae", "mae_future", "tokenizer"]
+)
 def test_padding_is_never_a_target_nor_in_a_loss(objective):  # issue 14
     torch.manual_seed(0)
     encoder = create_model("eeg-tiny")
@@ -111,7 +111,9 @@ def test_padding_is_never_a_target_nor_in_a_loss(objective):  # issue 14
         obj = MaskedReconstruction(encoder)
     else:
         kind = "future" if objective.endswith("future") else "random"
-        obj = MaskedAutoencoder(encoder, MaskingConfig(kind=kind, ratio=0.6), {"dim": 32, "depth": 1})
+        obj = MaskedAutoencoder(
+            encoder, MaskingConfig(kind=kind, ratio=0.6), {"dim": 32, "depth": 1}
+        )
     tokens = _batch()
     plan = obj.plan(tokens, torch.arange(4))
     assert not (plan.targets & ~tokens.mask).any()
@@ -184,7 +186,11 @@ def _config(tmp_path: Path, corpus: Path, name: str, **changes) -> Path:
 
 
 def _cli(args, env=None, script=None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-c", script, *args] if script else [sys.executable, "-m", "neurofm", *args]
+    cmd = (
+        [sys.executable, "-c", script, *args]
+        if script
+        else [sys.executable, "-m", "neurofm", *args]
+    )
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                           env={**os.environ, **(env or {})})  # fmt: skip
 
@@ -265,7 +271,9 @@ def _rank(rank: int, world: int, port: int, cfg: dict, corpus: str) -> None:
 
 
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_two_gloo_processes_match_one_on_the_same_global_batch(corpus, tmp_path, parallel):  # issue 14
+def test_two_gloo_processes_match_one_on_the_same_global_batch(
+    corpus, tmp_path, parallel
+):  # issue 14
     import torch.multiprocessing as mp
 
     base = {"steps": 5, "log_every": 1, "checkpoint_every": 5, "progress": False, "plot": False,
@@ -287,3 +295,18 @@ def test_two_gloo_processes_match_one_on_the_same_global_batch(corpus, tmp_path,
     wb = neurofm.load_model(tmp_path / "two" / "checkpoint").state_dict()
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5)
+
+
+def test_no_weight_decay_on_biases_norms_tokens_and_tables():
+    model = create_model("eeg-tiny", time_embed="table")
+    decay, plain = (set(map(id, g["params"])) for g in neurofm.train.param_groups(model, 0.05))
+    names = {id(p): n for n, p in model.named_parameters()}
+    plain_names = {names[i] for i in plain}
+    assert {
+        "time_embed.table",
+        "space_embed.table.weight",
+        "cls_token",
+        "mask_token",
+    } <= plain_names
+    assert all(names[i].endswith("weight") and "norm" not in names[i] for i in decay)
+    assert "blocks.0.attn.qkv.weight" in {names[i] for i in decay}

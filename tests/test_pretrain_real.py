@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import shared
 
 import neurofm
 from neurofm.config import load_config
@@ -20,8 +21,6 @@ from neurofm.data import CorpusConfig, ShardDataset, preprocess_corpus
 from neurofm.models import model_config
 from neurofm.models.registry import get_architecture
 from neurofm.train import PretrainConfig, pretrain, read_metrics
-
-from conftest import shared
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "pretrain").glob("*.yaml"))
 CODES = 32
@@ -62,7 +61,9 @@ def test_tokenizer_then_masked_codes_learn_on_real_eegmmidb(tmp_path):  # issue 
     before, after = _mean(spectrum, "spectrum", True), _mean(spectrum, "spectrum", False)
     # usage as a user sees it: the codes the trained tokenizer gives every window
     tokenizer = neurofm.load_model(tmp_path / "tok" / "checkpoint")
-    ids = torch.cat([tokenizer.codes(t)[t.mask] for t, _ in ShardDataset(corpus.out, batch_size=16)])
+    ids = torch.cat(
+        [tokenizer.codes(t)[t.mask] for t, _ in ShardDataset(corpus.out, batch_size=16)]
+    )
     usage = len(ids.unique()) / CODES
     print(f"tokenizer: spectrum loss {before:.3f} -> {after:.3f}; {len(ids.unique())} of {CODES} "
           f"codes used over {len(ids)} tokens")  # fmt: skip
@@ -79,6 +80,10 @@ def test_tokenizer_then_masked_codes_learn_on_real_eegmmidb(tmp_path):  # issue 
           f"most common code {majority:.3f}")  # fmt: skip
     assert acc > 1.3 * majority
     model = neurofm.load_model(tmp_path / "codes" / "checkpoint")
-    assert json.loads((tmp_path / "codes" / "checkpoint" / "config.json").read_text())[
-        "training"]["objective"] == "masked_codes"
+    assert (
+        json.loads((tmp_path / "codes" / "checkpoint" / "config.json").read_text())["training"][
+            "objective"
+        ]
+        == "masked_codes"
+    )
     assert model.recipe.window_seconds == 4.0

@@ -402,7 +402,9 @@ class ShardDataset(IterableDataset):
         info = get_worker_info()
         worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
         batches = math.ceil(self.windows_per_rank() / self.batch_size)
-        counts = [batches * (k + 1) // n_workers - batches * k // n_workers for k in range(n_workers)]
+        counts = [
+            batches * (k + 1) // n_workers - batches * k // n_workers for k in range(n_workers)
+        ]
         turns = [(r, k) for r in range(max(counts)) for k in range(n_workers) if r < counts[k]]
         return sum(1 for _, k in turns[: self.start] if k == worker)
 

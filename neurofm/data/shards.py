@@ -74,8 +74,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from ..config import StrictConfig
 from ..channels import UNK
+from ..config import StrictConfig
 from ..errors import (
     ChannelWarning,
     ConfigError,

@@ -162,7 +162,9 @@ class ModelFiles:
         (Path(folder) / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
 
 
-def model_files(model: nn.Module, extra: dict | None = None, state: dict | None = None) -> ModelFiles:
+def model_files(
+    model: nn.Module, extra: dict | None = None, state: dict | None = None
+) -> ModelFiles:
     """The files of ``model``'s checkpoint, in memory (see :func:`save_model`).
 
     ``state``: tensors to write instead of the model's own (e.g. its EMA weights).

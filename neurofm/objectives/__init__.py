@@ -89,7 +89,11 @@ def build_objective(config, model) -> Objective:
     kind = config.kind
     is_tokenizer = hasattr(model, "quantizer")
     if (kind == "tokenizer") != is_tokenizer:
-        want = "a tokenizer size (e.g. tokenizer-tiny)" if kind == "tokenizer" else "an encoder size (e.g. eeg-tiny)"
+        want = (
+            "a tokenizer size (e.g. tokenizer-tiny)"
+            if kind == "tokenizer"
+            else "an encoder size (e.g. eeg-tiny)"
+        )
         raise ConfigError(f"objective.kind={kind!r} trains {want}; model.name names a "
                           f"{type(model).__name__}")  # fmt: skip
     if kind == "tokenizer":

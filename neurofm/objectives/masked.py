@@ -189,7 +189,9 @@ class MaskedAutoencoder(_Masked):
         rec = self.decoder(out.tokens, tokens, self.encoder.recipe.patch_seconds, fill=fill)
         target = tokens.x[plan.targets].float()
         if self.norm_target:
-            target = (target - target.mean(-1, keepdim=True)) / (target.std(-1, keepdim=True) + 1e-6)
+            target = (target - target.mean(-1, keepdim=True)) / (
+                target.std(-1, keepdim=True) + 1e-6
+            )
         err = (rec[plan.targets].float() - target).pow(2).mean(-1)
         return Loss(err.sum(), plan.targets.sum().float())
 

@@ -71,9 +71,11 @@ class PretrainConfig(StrictConfig):
     checkpoint_every: int = Field(200, gt=0, description="steps between checkpoints")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto: bf16 autocast on GPU, fp32 on CPU")
+        "auto", description="auto: bf16 autocast on GPU, fp32 on CPU"
+    )
     parallel: Literal["auto", "ddp", "fsdp"] = Field(
-        "auto", description="under torchrun: auto is FSDP2 for large/huge sizes, else DDP")
+        "auto", description="under torchrun: auto is FSDP2 for large/huge sizes, else DDP"
+    )
     compile: bool = Field(False, description="torch.compile the Transformer blocks")
     threads: int | None = Field(None, gt=0, description="torch CPU threads (None: torch's)")
     resume: bool = Field(True, description="continue from out/checkpoint when it exists")

@@ -59,7 +59,7 @@ def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
-        exempt = p.ndim < 2 or name.endswith(("_token", ".table.weight")) or ".table." in name
+        exempt = p.ndim < 2 or name.endswith("_token") or "table" in name.split(".")
         (plain if exempt else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
@@ -226,7 +226,9 @@ def _run(config: PretrainConfig, d: distributed.Dist, data) -> dict:
                     model.check_tokens(tokens)  # once, on the CPU copy (the forward skips it)
                 micro.append((tokens.to(d.device), plan.to(d.device)))
                 pos.epoch, pos.batch = epoch, index + 1
-            count = distributed.all_sum(sum(p.targets.sum() for _, p in micro).double().to(d.device), d)
+            count = distributed.all_sum(
+                sum(p.targets.sum() for _, p in micro).double().to(d.device), d
+            )
             n_targets = count.item()
             if n_targets == 0:
                 raise SignalError(f"step {step}: the batch holds no target token (all padding?)")
@@ -291,7 +293,9 @@ def _run(config: PretrainConfig, d: distributed.Dist, data) -> dict:
         if config.plot:
             from ..viz import plot_curves
 
-            plot_curves(read_metrics(out), out / CURVES, title=f"{config.model.name}: {objective.kind}")
+            plot_curves(
+                read_metrics(out), out / CURVES, title=f"{config.model.name}: {objective.kind}"
+            )
     return summary
 
 

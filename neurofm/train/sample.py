@@ -70,14 +70,9 @@ def _evaluation(probes: Path | None) -> str:
             "band power + logistic regression |", "|---|---|---|---|---|"]  # fmt: skip
     for name, probe in data["probes"].items():
         arms = probe["arms"]
-
-        def cell(arm):
-            r = arms[arm]["balanced_accuracy"]
-            return f"{r['mean']:.3f} ± {r['sd']:.3f}"
-
-        chance = arms["pretrained"]["chance"]
-        rows.append(f"| {name} | {chance:.2f} | {cell('pretrained')} | {cell('random init')} | "
-                    f"{cell('band power + LR')} |")  # fmt: skip
+        cells = [f"{r['mean']:.3f} ± {r['sd']:.3f}" for r in
+                 (arms[a]["balanced_accuracy"] for a in ("pretrained", "random init", "band power + LR"))]  # fmt: skip
+        rows.append(f"| {name} | {arms['pretrained']['chance']:.2f} | " + " | ".join(cells) + " |")
     seeds = data.get("seeds")
     return ("Linear probes on frozen features (balanced accuracy, mean ± sd over seeds "
             f"{seeds}; `bench/probes.py`), labels pretraining never saw:\n\n" + "\n".join(rows))  # fmt: skip

@@ -130,7 +130,7 @@ def save_training(out: Path, wrapped: nn.Module, optimizer, ema: EMA | None, pos
     if not d.main:
         return out / CHECKPOINT
     prefix = _prefix(objective)
-    model_state = {k[len(prefix):]: v for k, v in whole.items() if k.startswith(prefix)}
+    model_state = {k[len(prefix) :]: v for k, v in whole.items() if k.startswith(prefix)}
     if ema is not None:
         model_state = {k: v.to(model_state[k].dtype) for k, v in ema.shadow.items()}
     extra = {"training": {"objective": run_config["objective"]["kind"], "step": pos.step,
@@ -230,5 +230,7 @@ def load_training(folder: Path, wrapped: nn.Module, optimizer, ema: EMA | None, 
              "the data position and random states cannot continue exactly; the epoch restarts "
              "at its first batch", RuntimeWarning)  # fmt: skip
         pos.batch = 0
-    logger.info("resumed %s at step %d (epoch %d, batch %d)", folder, pos.step, pos.epoch, pos.batch)
+    logger.info(
+        "resumed %s at step %d (epoch %d, batch %d)", folder, pos.step, pos.epoch, pos.batch
+    )
     return pos
