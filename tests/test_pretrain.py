@@ -310,3 +310,32 @@ def test_no_weight_decay_on_biases_norms_tokens_and_tables():
     } <= plain_names
     assert all(names[i].endswith("weight") and "norm" not in names[i] for i in decay)
     assert "blocks.0.attn.qkv.weight" in {names[i] for i in decay}
+
+
+@pytest.mark.parametrize("name", ["eeg-tiny.sample", "tokenizer-tiny.sample"])
+def test_shipped_weights_load_offline_with_their_card(name, monkeypatch, tmp_path):  # issue 14
+    from neurofm.models.card import read_card
+    from neurofm.models.registry import WEIGHTS, shipped_folder
+
+    monkeypatch.setenv("NEUROFM_HOME", str(tmp_path))  # an empty cache: the package holds them
+    monkeypatch.setenv("NEUROFM_OFFLINE", "1")
+    folder = Path(str(shipped_folder(name)))
+    assert WEIGHTS[name].shipped and (folder / "model.safetensors").stat().st_size < 10e6
+    model = neurofm.load_model(name)
+    card = read_card(folder)
+    assert card["name"] == name and card["model"] == model.config.name
+    tensors = load_file(folder / "model.safetensors")
+    assert card["parameters"] == sum(t.numel() for t in tensors.values())
+    assert card["data"]["hours"] > 1 and "chbmit" not in card["data"]["datasets"]
+    text = (folder / "README.md").read_text()
+    assert "Not a medical device" in text and "2-core CPU" in text
+    assert (folder / "curves.png").stat().st_size > 10_000
+    from neurofm.cli import sample_path
+
+    tokens = neurofm.tokenize(sample_path(), model.recipe)
+    if name.startswith("eeg"):
+        assert "| eegmat |" in text  # the probes, beside random init and band power
+        assert model(tokens).pooled.shape == (len(tokens), 100)
+    else:
+        ids = model.codes(tokens)
+        assert ids.shape == tokens.mask.shape and ids.max() < model.config.n_codes
