@@ -1,11 +1,11 @@
-"""Command line: ``neurofm demo | info FILE | models | preprocess CONFIG.yaml``.
+"""Command line: ``neurofm demo | info FILE | models | preprocess CONFIG.yaml | pretrain CONFIG.yaml``.
 
 Every verb is a function registered with :func:`verb` beside the config model it takes;
 one path parses, validates and runs them all::
 
     neurofm VERB [CONFIG.yaml] [ARG ...] [--flag VALUE ...] [key.sub=value ...]
 
-A verb that takes a config file (``preprocess``, and ``pretrain``/``finetune``/... as
+A verb that takes a config file (``preprocess``, ``pretrain``, and ``finetune``/... as
 they come) reads it with :func:`~neurofm.config.load_config`; the others build their
 options from the arguments with the same function. ``key.sub=value`` overrides (also as
 ``--set key.sub=value``) and flags apply on top, so every problem, in the file or on the

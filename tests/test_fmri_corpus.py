@@ -266,3 +266,24 @@ def test_a_manifest_rows_t_r_wins_over_the_configs(tmp_path):
 
     a, b = read_dataset("manifest", tmp_path / "tables.csv", modality="fmri", t_r=2.0)
     assert a.load().attrs["t_r"] == 0.72 and b.load().attrs["t_r"] == 2.0
+
+
+def test_brainlm_mae_runs_on_an_fmri_corpus(corpus, tmp_path):  # issue 14
+    """The same loop and checkpoint path as EEG: fmri-tiny on the fMRI shards, 75% of
+    parcel patches dropped, a light decoder reconstructing them; the checkpoint is an fMRI
+    encoder with the corpus's recipe. (This corpus is noise: it shows the path, not learning.)"""
+    import neurofm
+    from neurofm.train import pretrain, read_metrics
+
+    config, _ = corpus
+    run = {"out": str(tmp_path / "mae"), "steps": 6, "log_every": 1, "progress": False,
+           "plot": False, "model": {"name": "fmri-tiny"},
+           "objective": {"kind": "mae", "masking": {"ratio": 0.75}, "decoder": {"dim": 32, "depth": 1}},
+           "data": {"corpus": config.out, "batch_size": 4, "workers": 0},
+           "optim": {"lr": 1e-3, "warmup_steps": 2}}  # fmt: skip
+    summary = pretrain(run)
+    rows = read_metrics(tmp_path / "mae")
+    assert [r["step"] for r in rows] == list(range(1, 7)) and summary["objective"] == "mae"
+    assert all(0 < r["loss"] < 10 for r in rows)
+    model = neurofm.load_model(tmp_path / "mae" / "checkpoint", modality="fmri")
+    assert model.recipe == config.recipe and model.config.name == "fmri-tiny"
