@@ -9,9 +9,11 @@ Public API::
     tokens = neurofm.tokenize(series, neurofm.FMRIRecipe(t_r=2.0))  # the same Tokens
     model = neurofm.load_model("checkpoint/")         # or neurofm.models.create_model("eeg-base")
     features = model(tokens).pooled                    # (windows, dim)
+    feats = neurofm.encode("recording.edf", "eeg-tiny.sample")  # xarray (window, feature)
 """
 
 from .channels import ChannelReport, ChannelTable, eeg_vocabulary, map_channels
+from .encode import encode
 from .io import read_eeg, read_fmri
 from .models import load_model
 from .preprocess import FMRIRecipe, Recipe, preprocess
@@ -27,6 +29,7 @@ __all__ = [
     "Tokens",
     "collate",
     "eeg_vocabulary",
+    "encode",
     "iter_tokens",
     "load_model",
     "map_channels",

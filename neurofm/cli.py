@@ -220,6 +220,41 @@ def _describe(options: InfoOptions) -> int:
     return 0
 
 
+class EncodeOptions(StrictConfig):
+    path: str = Field(description="a recording (any format read_eeg reads) or an fMRI run")
+    model: str = Field("eeg-tiny.sample", description="weights name or checkpoint folder")
+    pooling: Literal["mean", "cls", "channel", "region", "none"] = Field(
+        "mean", description="mean | cls | channel | region | none"
+    )
+    layer: int | None = Field(None, description="block to read (negative: from the end)")
+    out: str = Field("features.nc", description="netCDF (.nc) or .npy file to write")
+    event_id: list[str] | None = Field(None, description="annotations to window, e.g. [T1,T2]")
+    tmin: float | None = Field(None, description="event-locked: window start (s)")
+    tmax: float | None = Field(None, description="event-locked: window end (s)")
+    window_seconds: float | None = Field(None, description="default: the model's recipe")
+    stride_seconds: float | None = Field(None, description="default: the window")
+    device: str = Field("auto", description="auto | cpu | cuda | mps")
+    batch_size: int = Field(32, gt=0)
+    random_init: bool = Field(False, description="random weights (a baseline), by name")
+
+
+@verb("encode", EncodeOptions, "embeddings of a recording with a pretrained model "
+      "(netCDF or .npy)", args=("path",), flags=("model", "pooling", "layer", "out"))  # fmt: skip
+def _encode_verb(options: EncodeOptions) -> int:
+    from neurofm.encode import encode, save_features
+
+    o = options
+    features = encode(o.path, o.model, pooling=o.pooling, layer=o.layer, event_id=o.event_id,
+                      tmin=o.tmin, tmax=o.tmax, window_seconds=o.window_seconds,
+                      stride_seconds=o.stride_seconds, device=o.device,
+                      batch_size=o.batch_size, random_init=o.random_init,
+                      progress=sys.stderr.isatty())  # fmt: skip
+    path = save_features(features, o.out)
+    print(features.attrs["report"])
+    print(f"features {dict(features.sizes)} -> {path}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neurofm", description="EEG and fMRI foundation models")
     parser.add_argument("-v", "--verbose", action="store_true")
