@@ -24,7 +24,7 @@ def test_models_lists_the_registry(capsys, monkeypatch, tmp_path):
     assert "eeg-huge" in out and "369.6M" in out and "fmri-base" in out
     architectures, weights = out.split("weights (load_model(name))")
     assert "labram-base" not in architectures and "eeg-base" in architectures
-    assert "labram-base            eeg-base        import once" in weights
+    assert "labram-base            eeg-base        downloadable" in weights
     assert "eeg-tiny.sample        eeg-tiny        shipped" in weights
     assert "tokenizer-tiny.sample  tokenizer-tiny  shipped" in weights
     from neurofm.models import create_model, weights_folder

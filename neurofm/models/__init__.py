@@ -2,6 +2,7 @@
 
 >>> model = neurofm.models.create_model("eeg-base")        # an architecture, random weights
 >>> model = neurofm.models.from_labram("labram-base.pth")  # LaBraM's weights
+>>> model = neurofm.load_model("cbramod")                  # CBraMod's (downloaded once)
 >>> model = neurofm.load_model("runs/my-model")            # config.json + model.safetensors
 
 - :mod:`.layers`: attention, norm, mlp, block, embeddings (one kind of layer each)
@@ -10,7 +11,8 @@
   tokenizer's and MAE's decoder)
 - :mod:`.registry`: architectures, model sizes (:func:`list_models`), weights (:func:`list_weights`)
 - :mod:`.checkpoint`: ``config.json`` + ``model.safetensors``, architecture-keyed
-- :mod:`.hub`: the Hugging Face Hub; :mod:`.convert`: LaBraM weights
+- :mod:`.hub`: the Hugging Face Hub (other projects' weights downloaded and converted on
+  first use); :mod:`.convert`: LaBraM and CBraMod weights
 """
 
 from . import attention, embeddings  # noqa: F401  (the old module paths, as attributes too)
@@ -22,7 +24,7 @@ from .checkpoint import (
     save_model,
     weights_folder,
 )
-from .convert import from_labram
+from .convert import from_cbramod, from_labram
 from .decoder import TokenDecoder
 from .encoder import Encoder, EncoderConfig, EncoderOutput
 from .layers import Attention, Block, attend
@@ -51,6 +53,7 @@ __all__ = [
     "Weights",
     "attend",
     "create_model",
+    "from_cbramod",
     "from_labram",
     "list_models",
     "list_weights",

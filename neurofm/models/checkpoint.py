@@ -270,10 +270,10 @@ def _resolve(source, cache_dir=None) -> Path:
                    else "no weights are registered for it")  # fmt: skip
         raise CheckpointError(
             f"{text!r} names a model (an architecture at a size), not weights: "
-            f"create_model({text!r}) builds it with random weights; {weights}. neurofm ships "
-            "no pretrained weights and never downloads them. To use LaBraM's, run "
-            "neurofm.models.from_labram('labram-base.pth').save_pretrained("
-            f"'{weights_folder('labram-base')}') and load_model('labram-base')"
+            f"create_model({text!r}) builds it with random weights; {weights}. A model name "
+            "never downloads anything; weights names do, once (load_model('labram-base') "
+            "gets LaBraM's from the Hub), or import a file yourself: "
+            "neurofm.models.from_labram('labram-base.pth')"
         )
     raise CheckpointError(
         f"no checkpoint at {text!r}{did_you_mean(text, [*WEIGHTS, *MODELS])}: give a folder "
@@ -289,6 +289,8 @@ def _weights_folder(name: str, cache_dir=None) -> Path:
         return Path(str(shipped_folder(name)))
     if (local / CONFIG).exists():
         return local
+    if weights.source.startswith("hf://") and weights.importer:  # another project's file
+        return hub.import_weights(weights, local, cache_dir=cache_dir)
     if weights.source.startswith("hf://"):
         return hub.download(weights.source[len("hf://") :], [CONFIG, WEIGHTS_FILE], cache_dir)
     how = (f"neurofm.models.{weights.importer}('<downloaded file>').save_pretrained('{local}')"

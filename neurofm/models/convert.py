@@ -1,10 +1,17 @@
-"""Import LaBraM weights: the original ``labram-*.pth`` layout and braindecode's ``Labram``.
+"""Import other projects' weights onto neurofm's :class:`~neurofm.models.Encoder`.
 
-Both hold the same network under different names. The converter maps every tensor to
-the neurofm :class:`~neurofm.models.Encoder` and checks that nothing is left over, so a
-checkpoint of another architecture fails loudly instead of loading half its weights.
+- :func:`from_labram`: LaBraM, in its original ``labram-*.pth`` layout or braindecode's
+  ``Labram``;
+- :func:`from_cbramod`: CBraMod, in its original layout or braindecode's ``CBraMod``
+  (the same names).
 
-What changes in the move:
+Each converter maps every tensor to the encoder and checks that nothing is left over, so
+a checkpoint of another architecture fails loudly instead of loading half its weights.
+Both are registered as weights by name (``labram-base``, ``cbramod``): braindecode's
+published copies on the Hugging Face Hub are downloaded on first use, converted here and
+cached as a neurofm checkpoint (:func:`neurofm.models.hub.import_weights`).
+
+What changes in LaBraM's move:
 
 - LaBraM's position table has a row per name in its 128-name list (plus [CLS]); each
   row goes to the neurofm vocabulary id of that name. Rows for old aliases (T3/T4/T5/T6,
@@ -17,8 +24,23 @@ What changes in the move:
 - LaBraM's GroupNorm statistics over a whole sample are kept (``conv_norm="sample"``),
   with padded tokens left out of them.
 
-The original checkpoint is a pickle: it is read with ``torch.load(weights_only=True)``,
-which loads tensors and refuses code.
+What changes in CBraMod's move (``cbramod-base``: ``attention="criss-cross"``,
+``patch_embed="cbramod"``, ``pos_embed="conv"``, no final norm):
+
+- each criss-cross half's ``nn.MultiheadAttention`` becomes an :class:`Attention` of half
+  the width (``blocks.i.attn.space`` / ``.time``): ``in_proj_weight`` is its ``qkv``,
+  the q and v thirds of ``in_proj_bias`` its ``q_bias``/``v_bias``. The k third is
+  dropped: it adds ``q . b_k`` to every score of a query, the same for all its keys, which
+  softmax ignores (the features are unchanged, as the parity test shows);
+- ``proj_out`` (the pretraining head that reconstructs patches; CBraMod's fine-tuning
+  replaces it by ``nn.Identity``) and a classifier's ``final_layer`` are left out: the
+  features are the last block's output, as CBraMod's;
+- ``mask_encoding`` (CBraMod's masked patch, all zeros and never trained) is left out:
+  neurofm's ``hidden`` tokens get the learned [MASK] embedding instead (zeros after the
+  import; train it before masked modelling).
+
+Original checkpoints are pickles: they are read with ``torch.load(weights_only=True)``,
+which loads tensors and refuses code; braindecode's Hub copies are safetensors.
 """
 
 from __future__ import annotations
@@ -30,7 +52,10 @@ import torch
 
 from ..channels import eeg_vocabulary, map_channels
 from ..errors import CheckpointError, NeurofmError, logger, validate_type
-from .encoder import Encoder, EncoderConfig
+from ..preprocess.recipe import EEGRecipe
+from .encoder import Encoder, EncoderConfig, _recipe_for
+from .layers import cbramod_out_len
+from .layers.embeddings import CBRAMOD_CONVS
 from .registry import Weights, register_weights
 
 #: LaBraM's channel list (its ``utils.standard_1020``; braindecode's LABRAM_CHANNEL_ORDER)
@@ -75,7 +100,7 @@ def labram_rows() -> dict[int, int]:
     return rows
 
 
-def _read(source) -> dict[str, torch.Tensor]:
+def _read(source, what: str = "LaBraM") -> dict[str, torch.Tensor]:
     if isinstance(source, torch.nn.Module):
         return dict(source.state_dict())
     if isinstance(source, dict):
@@ -83,7 +108,8 @@ def _read(source) -> dict[str, torch.Tensor]:
     validate_type(source, "path-like", "source", "a path, a state dict or a torch.nn.Module")
     path = Path(source)
     if not path.is_file():
-        raise CheckpointError(f"no LaBraM checkpoint at {path}: give the path of its .pth file")
+        raise CheckpointError(f"no {what} checkpoint at {path}: give the path of its .pth, .bin "
+                              "or .safetensors file")  # fmt: skip
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
     try:
@@ -100,7 +126,7 @@ def _read(source) -> dict[str, torch.Tensor]:
             break
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict of tensors")
-    return dict(obj)
+    return {re.sub(r"^(module\.)+", "", k): v for k, v in obj.items()}  # DataParallel's
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -115,8 +141,8 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         if head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip, or a bare pickle
             raise CheckpointError(
                 f"{path} is a PyTorch pickle (torch.save), not a safetensors file: rename it "
-                "to .pth and pass that to from_labram, which reads its tensors with "
-                "torch.load(weights_only=True)"
+                "to .pth and pass that to the importer (from_labram, from_cbramod), which "
+                "reads its tensors with torch.load(weights_only=True)"
             ) from err
         raise CheckpointError(
             f"{path} is not a readable safetensors file ({err}): it is damaged or of another "
@@ -248,13 +274,153 @@ def from_labram(source, *, heads: int | None = None, recipe=None,
     return model
 
 
+# ---------------------------------------------------------------------- CBraMod
+#: CBraMod's recipe: 200 Hz, 1 s patches of 200 samples, 0.3-75 Hz, volts / 100 uV (its
+#: paper's TUEG preprocessing; the line frequency's notch is detected)
+CBRAMOD_RECIPE = EEGRecipe(sfreq=200.0, l_freq=0.3, h_freq=75.0, unit_scale=1e-4,
+                           patch_seconds=1.0)  # fmt: skip
+CBRAMOD_HEADS = 8  # not in the weights (nn.MultiheadAttention keeps heads in its code)
+
+_CBRAMOD_PATCH = {"proj_in.0": "convs.0", "proj_in.1": "norms.0", "proj_in.3": "convs.1",
+                  "proj_in.4": "norms.1", "proj_in.6": "convs.2", "proj_in.7": "norms.2",
+                  "spectral_proj.0": "spectral"}  # fmt: skip
+_CBRAMOD_LAYER = {"norm1": "norm1", "norm2": "norm2", "linear1": "mlp.0", "linear2": "mlp.2",
+                  "self_attn_s.out_proj": "attn.space.proj",
+                  "self_attn_t.out_proj": "attn.time.proj"}  # fmt: skip
+_CBRAMOD_IGNORED = re.compile(r"^(proj_out|final_layer)\.|^patch_embedding\.mask_encoding$")
+
+
+def _cbramod_layout(state: dict[str, torch.Tensor]) -> None:
+    """Refuse what is not a CBraMod encoder, naming what is missing."""
+    needed = ("patch_embedding.proj_in.0.weight", "patch_embedding.spectral_proj.0.weight",
+              "patch_embedding.positional_encoding.0.weight",
+              "encoder.layers.0.self_attn_s.in_proj_weight")  # fmt: skip
+    missing = [k for k in needed if k not in state]
+    if missing:
+        hint = (" (this is a LaBraM state dict: use from_labram)"
+                if "cls_token" in state or "position_embedding" in state else "")  # fmt: skip
+        raise NeurofmError(f"not a CBraMod encoder state dict: no {', '.join(missing)}{hint}")
+    kernels = tuple(state[f"patch_embedding.proj_in.{i}.weight"].shape[-1] for i in (0, 3, 6))
+    if kernels != tuple(k for k, _, _ in CBRAMOD_CONVS):
+        raise NeurofmError(
+            f"this CBraMod's patch convolutions have kernels {kernels}; neurofm's CBraMod patch "
+            f"embedding has {tuple(k for k, _, _ in CBRAMOD_CONVS)} (the published model's)"
+        )
+
+
+def from_cbramod(source, recipe=None, *, heads: int | None = None, conv_groups: int = 5,
+                 name: str = "cbramod-base") -> Encoder:  # fmt: skip
+    """An :class:`Encoder` holding CBraMod weights (Wang et al., ICLR 2025).
+
+    Parameters
+    ----------
+    source : path | dict | torch.nn.Module
+        braindecode's ``CBraMod`` (a module, or its Hub file ``model.safetensors`` /
+        ``pytorch_model.bin``), CBraMod's original ``pretrained_weights.pth``, or a state
+        dict of either (the same names).
+    recipe : Recipe | None
+        The recipe the weights were trained with (default :data:`CBRAMOD_RECIPE`: 200 Hz,
+        1 s patches, 0.3-75 Hz, 100 uV); its ``patch_len`` must be the weights' (200).
+    heads : int | None
+        Attention heads, half over space and half over time (default CBraMod's 8; the
+        weights do not record them).
+    conv_groups : int
+        GroupNorm groups of the patch embedding (CBraMod's 5; not in the weights either).
+
+    Returns
+    -------
+    Encoder
+        The ``cbramod-base`` architecture, with ``model.conversion`` listing the tensors
+        left out. Its ``out.tokens`` are CBraMod's encoder features (before ``proj_out``);
+        channels are placed by their order in the grid, not by name.
+    """
+    state = {re.sub(r"^(module\.)+", "", k): v for k, v in _read(source, "CBraMod").items()}
+    _cbramod_layout(state)
+    spectral = state["patch_embedding.spectral_proj.0.weight"]
+    dim, bins = spectral.shape
+    depth = 1 + max(int(m.group(1)) for k in state
+                    if (m := re.match(r"encoder\.layers\.(\d+)\.", k)))  # fmt: skip
+    hidden = state["encoder.layers.0.linear1.weight"].shape[0]
+    conv_c = state["patch_embedding.proj_in.0.weight"].shape[0]
+    recipe = _recipe_for(EncoderConfig(), CBRAMOD_RECIPE if recipe is None else recipe)
+    if conv_c * cbramod_out_len(recipe.patch_len) == dim:
+        conv_c = None  # the default: dim // conv output length
+    config = EncoderConfig(
+        name=name, modality="eeg", dim=dim, depth=depth, heads=heads or CBRAMOD_HEADS,
+        mlp_ratio=hidden / dim, patch_embed="cbramod", conv_channels=conv_c,
+        conv_groups=conv_groups, conv_norm="sample", pos_embed="conv", coord_frequencies=0,
+        attention="criss-cross", qkv_bias=True, qk_norm=False, layer_scale=None,
+        norm_eps=1e-5, final_norm=False, cls_token=False, pooling="mean",
+    )  # fmt: skip
+    P = recipe.patch_len
+    if P // 2 + 1 != bins or conv_c is not None:
+        raise NeurofmError(
+            f"these CBraMod weights take patches of {2 * (bins - 1)} samples (their spectral "
+            f"map has {bins} inputs) but the recipe makes patches of {P}: pass the recipe "
+            "they were trained with (CBraMod: 200 Hz, patch_seconds=1)"
+        )
+    model = Encoder(config, recipe=recipe)
+
+    new, ignored = {}, []
+    half = dim // 2
+    for key, value in state.items():
+        if _CBRAMOD_IGNORED.search(key):
+            ignored.append(key)
+            continue
+        if m := re.match(r"patch_embedding\.(proj_in\.\d|spectral_proj\.0)\.(\w+)$", key):
+            new[f"patch_embed.{_CBRAMOD_PATCH[m.group(1)]}.{m.group(2)}"] = value
+        elif m := re.match(r"patch_embedding\.positional_encoding\.0\.(\w+)$", key):
+            new[f"pos_embed.conv.{m.group(1)}"] = value
+        elif m := re.match(r"encoder\.layers\.(\d+)\.self_attn_([st])\.in_proj_(\w+)$", key):
+            i, side, what = m.groups()
+            prefix = f"blocks.{i}.attn.{'space' if side == 's' else 'time'}"
+            if what == "weight":
+                new[f"{prefix}.qkv.weight"] = value
+            else:  # q, k, v biases: k's only shifts each query's scores (softmax ignores it)
+                new[f"{prefix}.q_bias"], new[f"{prefix}.v_bias"] = value[:half], value[2 * half :]
+        elif m := re.match(r"encoder\.layers\.(\d+)\.([\w.]+?)\.(weight|bias)$", key):
+            i, module, what = m.groups()
+            if module not in _CBRAMOD_LAYER:
+                raise NeurofmError(f"unexpected CBraMod tensor {key!r}: not a CBraMod encoder")
+            new[f"blocks.{i}.{_CBRAMOD_LAYER[module]}.{what}"] = value
+        else:
+            raise NeurofmError(f"unexpected CBraMod tensor {key!r}: not a CBraMod encoder")
+    new["mask_token"] = torch.zeros(dim)
+    model.load_weights(new, source="CBraMod")
+    model.conversion = {"layout": "cbramod", "ignored_tensors": ignored,
+                        "dropped": "the k third of each in_proj_bias (softmax-invariant)"}  # fmt: skip
+    logger.info("imported CBraMod (dim %d, depth %d, %d heads): ignored %s", dim, depth,
+                config.heads, ignored)  # fmt: skip
+    return model
+
+
+# ---------------------------------------------------------------------- weights by name
+#: the original files behind registered weights, for placing them by hand offline
+ORIGINALS = {
+    "labram-base": "https://github.com/935963004/LaBraM/raw/main/checkpoints/labram-base.pth",
+    "cbramod": "https://huggingface.co/weighting666/CBraMod (pretrained_weights.pth)",
+}
+
 register_weights(Weights(
     "labram-base", model="eeg-base", importer="from_labram",
-    source="https://github.com/935963004/LaBraM/raw/main/checkpoints/labram-base.pth",
+    source="hf://braindecode/labram-pretrained",
     card="LaBraM-base (Jiang, Zhao and Lu, 'Large Brain Model for Learning Generic "
     "Representations with Tremendous EEG Data in BCI', ICLR 2024): the eeg-base geometry "
     "(d=200, 12 layers, 10 heads) pretrained by masked EEG modelling on about 2,500 hours "
     "of EEG from about 20 datasets; 200 Hz, 1 s patches, a learned table of 16 patch times "
     "and of 128 channel names (110 map onto neurofm's vocabulary), no coordinate embedding. "
-    "Code and weights: github.com/935963004/LaBraM",
+    "braindecode's copy on the Hugging Face Hub, downloaded on first use and converted by "
+    "from_labram. Code and original weights: github.com/935963004/LaBraM",
+))  # fmt: skip
+register_weights(Weights(
+    "cbramod", model="cbramod-base", importer="from_cbramod",
+    source="hf://braindecode/cbramod-pretrained",
+    card="CBraMod (Wang et al., 'CBraMod: A Criss-Cross Brain Foundation Model for EEG "
+    "Decoding', ICLR 2025): 4.9M parameters, criss-cross attention (d=200, 12 layers, "
+    "4 + 4 heads), a conv + FFT patch embedding and convolutional positions over the "
+    "channel x patch grid (any channel count; channel order matters); pretrained by masked "
+    "patch reconstruction on the TUH EEG corpus (TUEG), 19 channels of the 10-20 system, "
+    "200 Hz, 1 s patches. braindecode's copy on the Hugging Face Hub (BSD-3-Clause), "
+    "downloaded on first use and converted by from_cbramod. Code and original weights: "
+    "github.com/wjq-learning/CBraMod",
 ))  # fmt: skip

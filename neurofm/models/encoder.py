@@ -7,8 +7,16 @@
 
 ``attention="full"`` attends over all S x N tokens at once (LaBraM); ``"divided"`` attends
 over space within each time patch, then over time within each unit, so a block costs
-S N (S + N) instead of (S N)^2. Padded tokens (``Tokens.mask`` False) are never attended
-to, so one batch can mix montages and window lengths.
+S N (S + N) instead of (S N)^2; ``"criss-cross"`` (CBraMod) does both at once, half the
+heads over space and half over time, on halves of the channels. Padded tokens
+(``Tokens.mask`` False) are never attended to, so one batch can mix montages and window
+lengths.
+
+Position comes from ``pos_embed``: ``"space-time"`` adds a space embedding (a learned row
+per channel name, Fourier features of its MNI position) and a time embedding (of
+``Tokens.t``); ``"conv"`` adds CBraMod's convolution over the grid of patch embeddings
+instead, so a unit is placed by its row in the grid (channel order matters) and padding
+goes after the real units and patches, as :func:`~neurofm.collate` puts it.
 
 Patch geometry (samples per patch, seconds per patch) has one source: the model's
 ``recipe`` (:class:`~neurofm.Recipe` or :class:`~neurofm.FMRIRecipe`); the config holds
@@ -41,13 +49,17 @@ from ..preprocess.recipe import (
 from ..tokens import Tokens
 from .checkpoint import Pretrained
 from .layers import (
+    Attention,
     Block,
+    CBraModPatchEmbed,
     CompiledOrEager,
     ConvPatchEmbed,
+    ConvPositionEmbedding,
     LinearPatchEmbed,
     Mlp,
     SpatialEmbedding,
     TimeEmbedding,
+    cbramod_out_len,
     conv_out_len,
     plain_cpu,
 )
@@ -104,7 +116,9 @@ class EncoderConfig(StrictConfig):
     depth: int = Field(12, gt=0)
     heads: int = Field(10, gt=0)
     mlp_ratio: float = Field(4.0, gt=0)
-    patch_embed: Literal["conv", "linear"] = "conv"
+    patch_embed: Literal["conv", "linear", "cbramod"] = Field(
+        "conv", description="conv: LaBraM's; cbramod: CBraMod's conv + FFT amplitudes; linear"
+    )
     conv_channels: int | None = Field(None, description="None: dim // conv output length")
     conv_groups: int = 4
     conv_norm: Literal["sample", "patch"] = "sample"
@@ -117,7 +131,13 @@ class EncoderConfig(StrictConfig):
     qk_norm: bool = True
     layer_scale: float | None = Field(0.1, description="initial layer-scale value; None: off")
     norm_eps: float = 1e-6
-    attention: Literal["full", "divided"] = "full"
+    attention: Literal["full", "divided", "criss-cross"] = "full"
+    pos_embed: Literal["space-time", "conv"] = Field(
+        "space-time",
+        description="conv: CBraMod's grid convolution instead of space and time "
+        "embeddings (vocab_size, coord_frequencies and time_* are then unused)",
+    )
+    final_norm: bool = Field(True, description="LayerNorm after the last block (CBraMod: none)")
     impl: Literal["sdpa", "math", "flash_attn", "flex"] = "sdpa"
     pad_head_dim: int = Field(0, ge=0, description="round head dim up to a multiple (flash)")
     cls_token: bool = True
@@ -145,10 +165,15 @@ class EncoderConfig(StrictConfig):
     def _check(self):
         if self.dim % self.heads:
             raise ValueError(f"dim={self.dim} is not divisible by heads={self.heads}")
-        if self.attention == "divided" and self.cls_token:
+        if self.attention != "full" and self.cls_token:
             raise ValueError(
-                "attention='divided' has no [CLS] token (it attends within rows and columns): "
-                "set cls_token=False and pooling='mean'"
+                f"attention={self.attention!r} has no [CLS] token (it attends within rows and "
+                "columns): set cls_token=False and pooling='mean'"
+            )
+        if self.attention == "criss-cross" and self.heads % 2:
+            raise ValueError(
+                f"attention='criss-cross' gives half the heads to space and half to time: "
+                f"heads={self.heads} must be even"
             )
         if self.pooling == "cls" and not self.cls_token:
             raise ValueError("pooling='cls' needs cls_token=True; or use pooling='mean'")
@@ -179,8 +204,9 @@ class Encoder(Pretrained, nn.Module):
     """Spatio-temporal Transformer over :class:`~neurofm.Tokens` (EEG or fMRI).
 
     Build one by name with :func:`neurofm.models.create_model`, load a checkpoint with
-    :func:`neurofm.load_model`, or import LaBraM weights with
-    :func:`neurofm.models.from_labram`.
+    :func:`neurofm.load_model` (``load_model("labram-base")``, ``load_model("cbramod")``:
+    published weights, downloaded once), or import a file of LaBraM or CBraMod weights
+    with :func:`neurofm.models.from_labram` / :func:`neurofm.models.from_cbramod`.
 
     Parameters
     ----------
@@ -208,31 +234,40 @@ class Encoder(Pretrained, nn.Module):
         c = config
         recipe = _recipe_for(c, recipe)
         P = recipe.patch_len
-        if c.patch_embed == "conv" and c.conv_channels is None and c.dim % conv_out_len(P):
+        out_len = {"conv": conv_out_len, "cbramod": cbramod_out_len}.get(c.patch_embed)
+        if out_len and c.conv_channels is None and c.dim % max(out_len(P), 1):
             raise ConfigError(
-                f"dim={c.dim} is not a multiple of the conv output length {conv_out_len(P)} "
+                f"dim={c.dim} is not a multiple of the conv output length {out_len(P)} "
                 f"(the recipe's patch_len={P}): set conv_channels to add a projection, or "
                 "pick another dim"
             )
         self.config, self._patch_len, self._recipe = c, P, recipe
         if c.patch_embed == "conv":
             self.patch_embed = ConvPatchEmbed(P, c.dim, c.conv_channels, c.conv_groups, c.conv_norm)
+        elif c.patch_embed == "cbramod":
+            self.patch_embed = CBraModPatchEmbed(P, c.dim, c.conv_channels, c.conv_groups,
+                                                 c.conv_norm)  # fmt: skip
         else:
             self.patch_embed = LinearPatchEmbed(P, c.dim)
-        self.space_embed = SpatialEmbedding(c.vocab_size, c.dim, c.coord_frequencies)
-        self.time_embed = TimeEmbedding(c.dim, c.time_embed, c.time_rows, c.time_frequencies)
+        # position: space (name, MNI coordinates) + time embeddings, or CBraMod's grid conv
+        self.space_embed = self.time_embed = self.pos_embed = None
+        if c.pos_embed == "conv":
+            self.pos_embed = ConvPositionEmbedding(c.dim)
+        else:
+            self.space_embed = SpatialEmbedding(c.vocab_size, c.dim, c.coord_frequencies)
+            self.time_embed = TimeEmbedding(c.dim, c.time_embed, c.time_rows, c.time_frequencies)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim)) if c.cls_token else None
         self.mask_token = nn.Parameter(torch.zeros(c.dim))  # masked modelling's [MASK]
         self.drop = nn.Dropout(c.dropout)
         rates = [c.drop_path * i / max(c.depth - 1, 1) for i in range(c.depth)]  # stochastic depth
         self.blocks = nn.ModuleList(
-            Block(c.dim, c.heads, mlp_ratio=c.mlp_ratio, divided=c.attention == "divided",
+            Block(c.dim, c.heads, mlp_ratio=c.mlp_ratio, mode=c.attention,
                   layer_scale=c.layer_scale, drop_path=p, dropout=c.dropout, norm_eps=c.norm_eps,
                   qkv_bias=c.qkv_bias, qk_norm=c.qk_norm, attn_drop=c.attn_dropout,
                   pad_head_dim=c.pad_head_dim, impl=c.impl)
             for p in rates
         )  # fmt: skip
-        self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps)
+        self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps) if c.final_norm else nn.Identity()
         self.init_weights()
 
     @property
@@ -268,13 +303,13 @@ class Encoder(Pretrained, nn.Module):
             elif isinstance(m, nn.LayerNorm | nn.GroupNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        for p in (self.cls_token, self.mask_token, self.space_embed.table.weight,
+        for p in (self.cls_token, self.mask_token, getattr(self.space_embed, "table", None),
                   getattr(self.time_embed, "table", None)):  # fmt: skip
             if p is not None:
-                nn.init.trunc_normal_(p, std=0.02)
+                nn.init.trunc_normal_(getattr(p, "weight", p), std=0.02)
         for i, blk in enumerate(self.blocks, start=1):
-            for attn in (blk.attn, getattr(blk, "time_attn", None)):
-                if attn is not None:
+            for attn in blk.modules():
+                if isinstance(attn, Attention):
                     attn.proj.weight.div_((2.0 * i) ** 0.5)
             blk.mlp[2].weight.div_((2.0 * i) ** 0.5)
 
@@ -334,6 +369,8 @@ class Encoder(Pretrained, nn.Module):
                     f"tell apart times {step:.3g} s apart (patches are {r.patch_seconds:g} s): "
                     "give times from the recording's start, or as float64"
                 )
+        if self.space_embed is None:  # pos_embed='conv': units are placed by their grid row
+            return
         self.time_embed.check(t, r.patch_seconds, tokens.mask.any(1))
         real = tokens.mask.any(-1)
         lost = real & ~self.space_embed.placeable(space, tokens.pos.float())
@@ -349,16 +386,20 @@ class Encoder(Pretrained, nn.Module):
             )
 
     # ------------------------------------------------------------------ forward
-    def embed(self, tokens: Tokens, hidden=None, stats=None) -> torch.Tensor:
+    def embed(self, tokens: Tokens, hidden=None, stats=None, visible=None) -> torch.Tensor:
         """Input embeddings (B, S, N, dim): ``hidden`` (B, S, N) patches become [MASK].
 
         ``stats`` (B, S, N): the tokens whose content the patch embedding's statistics
-        may see (LaBraM's per-sample GroupNorm); None: all.
+        may see (LaBraM's per-sample GroupNorm); None: all. ``visible`` (B, S, N): the
+        tokens a ``pos_embed="conv"`` convolution may see (the others enter it as zeros);
+        None: ``tokens.mask``.
         """
         x = torch.where(tokens.mask[..., None], tokens.x.to(self.mask_token.dtype), 0.0)
         h = self.patch_embed(x, stats)
         if hidden is not None:
             h = torch.where(hidden[..., None], self.mask_token.to(h.dtype), h)
+        if self.pos_embed is not None:
+            return h + self.pos_embed(h, tokens.mask if visible is None else visible)
         h = h + self.space_embed(tokens.space, tokens.pos.to(h.dtype))[:, :, None]
         return h + self.time_embed(tokens.t, self.recipe.patch_seconds).to(h.dtype)[:, None]
 
@@ -408,7 +449,7 @@ class Encoder(Pretrained, nn.Module):
             self.check_tokens(tokens)
         B, S, N, _ = tokens.shape
         group = max(1, self.inference_tokens // (S * N)) if self.inference_tokens else B
-        grouped = not torch.is_grad_enabled() and plain_cpu(tokens.x, self.norm.weight)
+        grouped = not torch.is_grad_enabled() and plain_cpu(tokens.x, self.mask_token)
         if not grouped or group >= B or self._sharded():
             return self._forward(tokens, hidden, dropped, validate)
 
@@ -445,9 +486,9 @@ class Encoder(Pretrained, nn.Module):
             return None if readable and bool(m.all()) else m
 
         seen = visible if hidden is None else visible & ~hidden
-        h = self.embed(tokens, hidden, unless_all(seen))
+        h = self.embed(tokens, hidden, unless_all(seen), visible)
         key = unless_all(visible)
-        if self.config.attention == "divided":
+        if self.config.attention != "full":  # divided, criss-cross: blocks take the grid
             h = self.drop(h)
             for blk in self.blocks:
                 h = blk(h, key)
@@ -498,6 +539,9 @@ class Encoder(Pretrained, nn.Module):
     # ------------------------------------------------------------------ utilities
     def resize_time_table(self, rows: int) -> Encoder:
         """Stretch a LaBraM-style time table to ``rows`` patches (fine-tune afterwards)."""
+        if self.time_embed is None:
+            raise NeurofmError("this model has no time table (pos_embed='conv': positions come "
+                               "from a convolution over the grid, for any window length)")  # fmt: skip
         self.time_embed.resize(rows)  # validates rows
         self.config = self.config.replace(time_rows=rows)
         return self
@@ -524,17 +568,26 @@ class Encoder(Pretrained, nn.Module):
         L = n_units * n_patches + (1 if c.cls_token else 0)
         hidden = int(d * c.mlp_ratio)
         per_token = 2 * (4 * d * d + 2 * d * hidden)  # qkv + proj + MLP
+        grid = n_units * n_patches * (n_units + n_patches)  # row + column pairs
         if c.attention == "full":
             attn = 2 * 2 * L * L * d
-        else:
+        elif c.attention == "divided":
             per_token += 2 * 4 * d * d  # the time attention's qkv + proj
-            attn = 2 * 2 * n_units * n_patches * (n_units + n_patches) * d
+            attn = 2 * 2 * grid * d
+        else:  # criss-cross: two half-width attentions (qkv + proj: half of full's)
+            per_token -= 2 * 2 * d * d
+            attn = 2 * 2 * grid * (d // 2)
         blocks = c.depth * (L * per_token + attn)
-        embed = 0
+        embed, P, tokens = 0, self.recipe.patch_len, n_units * n_patches
         if c.patch_embed == "conv":
             conv = self.patch_embed
-            T, C = conv_out_len(self.recipe.patch_len), conv.conv1.out_channels
-            embed = 2 * T * C * (15 + 2 * 3 * C) * n_units * n_patches
+            T, C = conv_out_len(P), conv.conv1.out_channels
+            embed = 2 * T * C * (15 + 2 * 3 * C) * tokens
+        elif c.patch_embed == "cbramod":
+            T, C = cbramod_out_len(P), self.patch_embed.convs[0].out_channels
+            embed = 2 * (T * C * (49 + 2 * 3 * C) + (P // 2 + 1) * d) * tokens
+        if self.pos_embed is not None:
+            embed += 2 * d * self.pos_embed.conv.weight[0].numel() * tokens
         return float(blocks + embed)
 
 
@@ -561,6 +614,12 @@ register_model("eeg-tiny", "encoder", **_EEG, dim=100, depth=2, heads=5)
 register_model("eeg-base", "encoder", **_EEG, dim=200, depth=12, heads=10)
 register_model("eeg-large", "encoder", **_EEG, dim=400, depth=24, heads=16)
 register_model("eeg-huge", "encoder", **_EEG, dim=800, depth=48, heads=16)
+# CBraMod (Wang et al. 2025): criss-cross attention, conv + FFT patch embedding, grid-conv
+# positions, no layer scale, no QK-norm, no final norm; 200 Hz, 1 s patches
+register_model("cbramod-base", "encoder", modality="eeg", patch_embed="cbramod", conv_groups=5,
+               pos_embed="conv", attention="criss-cross", dim=200, depth=12, heads=8,
+               cls_token=False, pooling="mean", qk_norm=False, layer_scale=None,
+               norm_eps=1e-5, final_norm=False, coord_frequencies=0)  # fmt: skip
 # fMRI: parcels x patches of 20 TRs (the default FMRIRecipe, BrainLM's patching), placed
 # by centroid (no names: vocab_size 2 holds PAD and UNK only)
 register_model("fmri-tiny", "encoder", **_FMRI, dim=64, depth=2, heads=4)

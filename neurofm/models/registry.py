@@ -41,9 +41,11 @@ class Weights:
     """Trained weights for a registered model: where they come from, what they are.
 
     ``source`` is where the tensors come from: ``'hf://owner/repo'`` (a neurofm checkpoint
-    on the Hugging Face Hub) or the address of another project's file, which
-    ``importer`` (the name of a function in :mod:`neurofm.models`, e.g. ``from_labram``)
-    turns into a checkpoint. ``card`` is the model card: data, licence, paper.
+    on the Hugging Face Hub), ``'package:<name>'`` (shipped), or another project's files,
+    which ``importer`` (the name of a function in :mod:`neurofm.models.convert`, e.g.
+    ``from_labram``) turns into a checkpoint: with an ``hf://`` source they are downloaded
+    on first use and converted (:func:`neurofm.models.hub.import_weights`), otherwise the
+    user imports them once. ``card`` is the model card: data, licence, paper.
     """
 
     name: str

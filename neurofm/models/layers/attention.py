@@ -24,6 +24,12 @@ BEiT do) and ``qk_norm`` (LayerNorm of q and k per head). ``pad_head_dim`` round
 head dimension up to a multiple of 8 with zero channels, which leaves the result
 unchanged (zeros add nothing to q.k and produce zero outputs that are cut away) but
 lets flash kernels run for LaBraM-base's head size of 20.
+
+:class:`CrissCrossAttention` (CBraMod, Wang et al. 2025) works on the token grid
+(B, S, N, dim): the first half of the channels and of the heads attend over space
+within each time patch, the second half over time within each unit, each half with its
+own q/k/v and output projections; the halves are concatenated. Both run through
+:func:`attend` (SDPA) with the grid's key-padding mask.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from .compile import describe, is_compile_error
 from .norm import HeadNorm, centre_heads
 
 IMPLS = ("sdpa", "math", "flash_attn", "flex")
+MODES = ("full", "divided", "criss-cross")  # how a block attends over the token grid
 _warned: set[tuple[str, str]] = set()  # (impl, reason) already logged
 _compiled: dict[str, object] = {}
 
@@ -230,3 +237,37 @@ class Attention(nn.Module):
             return func(q, k, v, dropout_p=self.attn_drop if self.training else 0.0,
                         softmax_scale=1.0 / math.sqrt(self.head_dim))  # fmt: skip
         return None
+
+
+class CrissCrossAttention(nn.Module):
+    """CBraMod's criss-cross attention over the token grid: (B, S, N, dim) -> (B, S, N, dim).
+
+    The first ``dim // 2`` channels go to ``space`` (``heads // 2`` heads attending over
+    the S units of one time patch), the others to ``time`` (``heads // 2`` heads over the
+    N patches of one unit); the two outputs are concatenated. Each half is an
+    :class:`Attention` of width ``dim // 2`` (its own q/k/v and output projection), so a
+    layer costs S N (S + N) dim / 2 in attention, where full attention costs (S N)^2 dim.
+
+    ``key_mask`` (B, S, N): True for the tokens others may attend to; None: all.
+    ``options`` are :class:`Attention`'s (qkv_bias, qk_norm, impl, attn_drop, ...).
+    """
+
+    def __init__(self, dim: int, heads: int, **options):
+        super().__init__()
+        if dim % 2 or heads % 2:
+            raise ValueError(
+                f"criss-cross attention splits channels and heads in two halves: dim={dim} "
+                f"and heads={heads} must both be even"
+            )
+        self.space = Attention(dim // 2, heads // 2, **options)
+        self.time = Attention(dim // 2, heads // 2, **options)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, S, N, _ = x.shape
+        xs, xt = x.chunk(2, dim=-1)
+        out = []
+        for attn, half, rows in ((self.space, xs, "(b n) s"), (self.time, xt, "(b s) n")):
+            h = rearrange(half, f"b s n d -> {rows} d")
+            m = None if key_mask is None else rearrange(key_mask, f"b s n -> {rows}")
+            out.append(rearrange(attn(h, m), f"{rows} d -> b s n d", b=B, s=S, n=N))
+        return torch.cat(out, dim=-1)

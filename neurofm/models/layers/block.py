@@ -1,4 +1,5 @@
-"""A pre-norm Transformer block: attention (full, or divided into space then time) + MLP.
+"""A pre-norm Transformer block: attention (full, divided into space then time, or
+criss-cross: space and time side by side on halves of the heads) + MLP.
 
 Each sub-layer is ``x + drop_path(gamma * f(norm(x)))``: layer scale ``gamma`` (BEiT,
 LaBraM) and stochastic depth, which drops a whole residual branch per sample.
@@ -10,7 +11,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .attention import Attention
+from .attention import MODES, Attention, CrissCrossAttention
 from .mlp import Mlp
 
 
@@ -25,27 +26,38 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 class Block(nn.Module):
     """Pre-norm Transformer block with layer scale.
 
-    Full: ``x`` (B, L, dim), ``key_mask`` (B, L). Divided: ``x`` (B, S, N, dim),
-    ``key_mask`` (B, S, N); space attention within each patch, then time attention
-    within each unit (its own weights: ``time_attn``), then the MLP. ``key_mask`` True
-    marks the tokens others may attend to; None: all.
+    ``mode`` (``divided=True`` is ``mode="divided"``):
+
+    - ``"full"``: ``x`` (B, L, dim), ``key_mask`` (B, L);
+    - ``"divided"``: ``x`` (B, S, N, dim), ``key_mask`` (B, S, N); space attention within
+      each patch, then time attention within each unit (its own weights: ``time_attn``),
+      then the MLP;
+    - ``"criss-cross"``: ``x`` and ``key_mask`` as divided; one attention sub-layer whose
+      heads attend half over space, half over time (:class:`CrissCrossAttention`,
+      CBraMod), then the MLP.
+
+    ``key_mask`` True marks the tokens others may attend to; None: all.
     """
 
     def __init__(self, dim: int, heads: int, *, mlp_ratio: float = 4.0, divided: bool = False,
-                 layer_scale: float | None = None, drop_path: float = 0.0, dropout: float = 0.0,
-                 norm_eps: float = 1e-6, **attention):  # fmt: skip
+                 mode: str = "full", layer_scale: float | None = None, drop_path: float = 0.0,
+                 dropout: float = 0.0, norm_eps: float = 1e-6, **attention):  # fmt: skip
         """``attention``: :class:`Attention`'s options (qkv_bias, qk_norm, impl, ...)."""
         super().__init__()
+        mode = "divided" if divided else mode
+        if mode not in MODES:
+            raise ValueError(f"attention mode must be one of {MODES}, got {mode!r}")
+        kind = CrissCrossAttention if mode == "criss-cross" else Attention
 
-        def attn():
-            return Attention(dim, heads, proj_drop=dropout, norm_eps=norm_eps, **attention)
+        def attn(cls=Attention):
+            return cls(dim, heads, proj_drop=dropout, norm_eps=norm_eps, **attention)
 
         def scale():
             return None if layer_scale is None else nn.Parameter(torch.full((dim,), layer_scale))
 
-        self.divided, self.drop_path = divided, drop_path
-        self.norm1, self.attn, self.gamma_1 = nn.LayerNorm(dim, eps=norm_eps), attn(), scale()
-        if divided:
+        self.mode, self.divided, self.drop_path = mode, mode == "divided", drop_path
+        self.norm1, self.attn, self.gamma_1 = nn.LayerNorm(dim, eps=norm_eps), attn(kind), scale()
+        if self.divided:
             self.norm_t, self.time_attn, self.gamma_t = (
                 nn.LayerNorm(dim, eps=norm_eps),
                 attn(),
@@ -74,6 +86,6 @@ class Block(nn.Module):
             x = self._attend(x, key_mask, self.norm1, self.attn, self.gamma_1, "b s n -> (b n) s")
             x = self._attend(x, key_mask, self.norm_t, self.time_attn, self.gamma_t,
                              "b s n -> (b s) n")  # fmt: skip
-        else:
+        else:  # full: a sequence; criss-cross: the grid, rearranged inside the attention
             x = self._attend(x, key_mask, self.norm1, self.attn, self.gamma_1, None)
         return self._residual(x, self.mlp(self.norm2(x)), self.gamma_2)

@@ -7,6 +7,9 @@ An encoder input token is ``patch(x) + space(space id, pos) + time(t)``:
   of a sample (``norm="sample"``); here padded tokens are left out of those statistics,
   so a window gives the same embedding alone or in a batch padded for other montages.
   ``norm="patch"`` normalises each patch on its own (streaming-friendly).
+- :class:`CBraModPatchEmbed` (EEG, CBraMod): a temporal convolution (kernel 49 stride
+  25, then 3, 3) flattened channel-major, plus a linear map of the patch's FFT
+  amplitudes; its GroupNorm statistics leave padding out as LaBraM's do.
 - :class:`LinearPatchEmbed` (fMRI): a linear projection of a patch of TRs.
 - :class:`SpatialEmbedding`: a learned row per vocabulary name plus Fourier features of
   the MNI position. ``PAD`` and ``UNK`` have no row: an unknown name is placed by its
@@ -14,6 +17,10 @@ An encoder input token is ``patch(x) + space(space id, pos) + time(t)``:
 - :class:`TimeEmbedding`: from ``t`` in seconds, relative to the window's first patch;
   Fourier features (any window length, any patch rate) or a LaBraM-style table whose rows
   are interpolated at fractional patch positions.
+- :class:`ConvPositionEmbedding` (CBraMod's asymmetric conditional positional encoding):
+  a depthwise convolution over the (unit, patch) grid of patch embeddings, added to them;
+  it replaces the space and time embeddings (``EncoderConfig.pos_embed="conv"``), so
+  position comes from a unit's place in the grid: the order of the channels matters.
 """
 
 from __future__ import annotations
@@ -31,10 +38,13 @@ from ...errors import NeurofmError, check_finite, check_option, validate_type
 from .norm import group_norm
 
 __all__ = [
+    "CBraModPatchEmbed",
     "ConvPatchEmbed",
+    "ConvPositionEmbedding",
     "LinearPatchEmbed",
     "SpatialEmbedding",
     "TimeEmbedding",
+    "cbramod_out_len",
     "conv_out_len",
     "fourier_features",
 ]
@@ -82,6 +92,92 @@ class ConvPatchEmbed(nn.Module):
             h = F.gelu(group_norm(conv(h), norm, flat, self.norm_per))
         h = rearrange(h, "b c (s n) t -> b s n (t c)", s=S)
         return self.proj(h)
+
+
+#: CBraMod's temporal convolutions: (kernel, stride, padding) of each, over one patch
+CBRAMOD_CONVS = ((49, 25, 24), (3, 1, 1), (3, 1, 1))
+
+
+def cbramod_out_len(patch_len: int) -> int:
+    """Length of CBraMod's temporal conv output over one patch (8 for 200 samples)."""
+    for kernel, stride, padding in CBRAMOD_CONVS:
+        patch_len = (patch_len + 2 * padding - kernel) // stride + 1
+    return patch_len
+
+
+class CBraModPatchEmbed(nn.Module):
+    """CBraMod's patch embedding: (B, S, N, P) patches -> (B, S, N, dim).
+
+    Two branches, summed:
+
+    - three ``Conv2d`` over time inside each patch (kernel 49 stride 25, then 3, 3),
+      each followed by GroupNorm and GELU, flattened channel-major (``(c t)``, as
+      CBraMod's ``b d (c n) p2 -> b c n (d p2)``), projected when ``channels x T != dim``;
+    - ``spectral``: a linear map of the patch's FFT amplitudes (``|rfft(x)| / P``:
+      ``P // 2 + 1`` values).
+
+    GroupNorm statistics pool every patch of a sample (``norm="sample"``, CBraMod's)
+    except padded or withheld tokens (``mask``), or each patch on its own (``"patch"``).
+    """
+
+    def __init__(self, patch_len: int, dim: int, channels: int | None = None,
+                 groups: int = 5, norm: str = "sample"):  # fmt: skip
+        super().__init__()
+        T = cbramod_out_len(patch_len)
+        if T < 1:
+            raise NeurofmError(
+                f"patch_len={patch_len} is too short for CBraMod's patch embedding (its first "
+                "convolution has kernel 49 and stride 25): use patches of at least 25 samples"
+            )
+        channels = channels or dim // T
+        if channels < groups or channels % groups:
+            raise NeurofmError(
+                f"conv_channels={channels} must be a positive multiple of conv_groups={groups}: "
+                f"pick dim as a multiple of {T * groups} for patch_len={patch_len}, "
+                "or set conv_channels"
+            )
+        self.norm_per = norm
+        convs, norms, last = [], [], 1
+        for kernel, stride, padding in CBRAMOD_CONVS:
+            convs.append(nn.Conv2d(last, channels, kernel_size=(1, kernel), stride=(1, stride),
+                                   padding=(0, padding)))  # fmt: skip
+            norms.append(nn.GroupNorm(groups, channels))
+            last = channels
+        self.convs, self.norms = nn.ModuleList(convs), nn.ModuleList(norms)
+        self.proj = nn.Linear(T * channels, dim) if T * channels != dim else nn.Identity()
+        self.spectral = nn.Linear(patch_len // 2 + 1, dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        S = x.shape[1]
+        flat = None if mask is None else rearrange(mask, "b s n -> b (s n)")
+        h = rearrange(x, "b s n p -> b 1 (s n) p")
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            h = F.gelu(group_norm(conv(h), norm, flat, self.norm_per))
+        h = self.proj(rearrange(h, "b c (s n) t -> b s n (c t)", s=S))
+        amplitude = torch.fft.rfft(x, dim=-1, norm="forward").abs()
+        return h + self.spectral(amplitude.to(h.dtype))
+
+
+class ConvPositionEmbedding(nn.Module):
+    """CBraMod's asymmetric conditional positional encoding: (B, S, N, dim) -> (B, S, N, dim).
+
+    A depthwise ``Conv2d`` (one filter per feature, ``kernel`` = (units, patches), zero
+    padding to the same size) over the grid of patch embeddings; the encoder adds its
+    output to them. Tokens outside ``mask`` (B, S, N) enter as zeros, as the conv's own
+    padding does, so padding appended after the real units or patches changes nothing.
+    """
+
+    def __init__(self, dim: int, kernel: tuple[int, int] = (19, 7)):
+        super().__init__()
+        if any(k < 1 or k % 2 == 0 for k in kernel):
+            raise NeurofmError(f"ConvPositionEmbedding kernel must be odd sizes, got {kernel}")
+        self.conv = nn.Conv2d(dim, dim, kernel_size=kernel, padding=(kernel[0] // 2,
+                              kernel[1] // 2), groups=dim)  # fmt: skip
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is not None:
+            h = torch.where(mask[..., None], h, 0.0)
+        return rearrange(self.conv(rearrange(h, "b s n d -> b d s n")), "b d s n -> b s n d")
 
 
 class LinearPatchEmbed(nn.Module):
