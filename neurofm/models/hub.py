@@ -177,10 +177,21 @@ def source_file(weights, local: Path, *, cache_dir=None, offline: bool | None = 
         ) from err
 
 
+def _convert():
+    """:mod:`neurofm.models.convert`, by name: the importers named by ``Weights.importer``.
+
+    Looked up at call time, as the registry looks up architectures (``PROVIDERS``):
+    ``convert`` builds encoders, whose module imports ``checkpoint``, which imports this
+    one, so a static import here would close a cycle.
+    """
+    import importlib
+
+    return importlib.import_module("neurofm.models.convert")
+
+
 def _original(weights, local: Path) -> str:
     """The other way out: the project's original file and its importer."""
-    from .convert import ORIGINALS
-
+    ORIGINALS = _convert().ORIGINALS
     if weights.name not in ORIGINALS or not weights.importer:
         return ""
     return (f"; or download the original {ORIGINALS[weights.name]} and run neurofm.models."
@@ -224,9 +235,9 @@ def import_weights(weights, local, *, cache_dir=None, offline: bool | None = Non
     """Registered ``weights`` with an ``hf://`` source and an importer, as a neurofm
     checkpoint folder ``local`` (``$NEUROFM_HOME/models/<name>``), converted there on
     first use (see the module docstring); returns the folder."""
-    from . import convert
     from .card import write_card
 
+    convert = _convert()
     local, repo = Path(local), _repo(weights)
     path = source_file(weights, local, cache_dir=cache_dir, offline=offline)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else hf_cache_dir()
