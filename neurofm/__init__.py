@@ -10,6 +10,7 @@ Public API::
     model = neurofm.load_model("checkpoint/")         # or neurofm.models.create_model("eeg-base")
     features = model(tokens).pooled                    # (windows, dim)
     feats = neurofm.encode("recording.edf", "eeg-tiny.sample")  # xarray (window, feature)
+    online = neurofm.StreamEncoder("eeg-tiny.sample", ch_names, sfreq)  # push(chunk) per hop
 """
 
 from .channels import ChannelReport, ChannelTable, eeg_vocabulary, map_channels
@@ -17,6 +18,7 @@ from .encode import encode
 from .io import read_eeg, read_fmri
 from .models import load_model
 from .preprocess import FMRIRecipe, Recipe, preprocess
+from .stream import StreamEncoder
 from .tokens import Tokens, collate
 from .windows import iter_tokens, tokenize, tokenize_fmri
 
@@ -26,6 +28,7 @@ __all__ = [
     "ChannelReport",
     "ChannelTable",
     "Recipe",
+    "StreamEncoder",
     "Tokens",
     "collate",
     "eeg_vocabulary",

@@ -70,16 +70,17 @@ def _encode(tokens, weights: str = "eeg-tiny.sample") -> None:
 
     import torch
 
-    from neurofm.models import WEIGHTS, load_model
+    from neurofm.models import load_model
 
     model = load_model(weights).eval()  # shipped: offline, no download
     start = time.perf_counter()
     with torch.inference_mode():
         out = model(tokens)
     seconds = time.perf_counter() - start
-    print(f"encoder {weights} ({model.config.name}, {model.num_params() / 1e6:.2f}M parameters; "
-          f"{WEIGHTS[weights].card.split(':')[0]}): tokens {tuple(out.tokens.shape)}, pooled "
-          f"{tuple(out.pooled.shape)} in {seconds:.2f} s ({len(tokens) / seconds:.0f} windows/s)")  # fmt: skip
+    print(f"encoder {weights} ({model.config.name}, {model.num_params() / 1e6:.2f}M parameters, "
+          f"pretrained; model card: neurofm.models.WEIGHTS[{weights!r}].card): tokens "
+          f"{tuple(out.tokens.shape)}, pooled {tuple(out.pooled.shape)} in {seconds:.2f} s "
+          f"({len(tokens) / seconds:.0f} windows/s)")  # fmt: skip
 
 
 @verb("preprocess", CorpusConfig, "shard a corpus: reader + Recipe + windows (YAML)",

@@ -74,6 +74,7 @@ import torch
 
 from .channels import UNK, ChannelTable
 from .errors import (
+    ChannelError,
     NeurofmError,
     NeurofmWarning,
     SignalError,
@@ -604,10 +605,12 @@ def _eeg_grid(source, recipe: EEGRecipe, picks, chunk_seconds, read_kwargs) -> _
     raw = source if canonical and not read_kwargs else read_eeg(source, **read_kwargs)
     stream = Stream(raw, recipe, picks=picks, chunk_seconds=chunk_seconds)
     table = (ChannelTable.of(raw) or ChannelTable((), ())).select(stream.ch_names)
+    space, pos = table.ids(), table.positions(raw)
+    _check_placeable(raw, table.names, space, pos)
     return _Grid(
         names=table.names,
-        space=table.ids(),
-        pos=table.positions(raw),
+        space=space,
+        pos=pos,
         blocks=((y, taint) for _, y, taint in stream.blocks()),
         n_samples=stream.n_out,
         flat_units=recipe.flat_threshold / recipe.unit_scale,
@@ -615,6 +618,21 @@ def _eeg_grid(source, recipe: EEGRecipe, picks, chunk_seconds, read_kwargs) -> _
         stream=stream,
         raw=raw,
     )
+
+
+def _check_placeable(raw, names, space, pos) -> None:
+    """Refuse a recording none of whose channels a model can place (no known name, no
+    position): ``read_eeg`` reads it, to look at; tokenizing it needs places."""
+    from .channels import UNK, map_channels
+
+    unplaced = (np.asarray(space) == UNK) & np.isnan(np.asarray(pos, dtype=float)).any(-1)
+    if len(names) and unplaced.all():
+        label = Path(raw.filenames[0]).name if raw.filenames and raw.filenames[0] else "the recording"
+        raise ChannelError(
+            f"{label}: none of the {len(names)} EEG channel names is a 10-05 electrode or a "
+            f"bipolar pair of them (e.g. {list(names[:4])}), and the file has no positions, so "
+            f"the model cannot place them. Fix: {map_channels(list(names)).hint}"
+        )
 
 
 def _fmri_grid(source, recipe: FMRIRecipe | None, read_kwargs,

@@ -9,7 +9,7 @@ import pytest
 from conftest import EEG_DIR, shared
 
 import neurofm
-from neurofm.errors import FileFormatWarning, NeurofmWarning
+from neurofm.errors import ChannelWarning, FileFormatWarning, NeurofmWarning
 from neurofm.io.edf import header_bytes
 from neurofm.io.eeg import TruncatedFileWarning
 from neurofm.synthetic import eeg
@@ -26,7 +26,7 @@ EXPECTED = {
     "eegmmidb/*.edf.event": COMPANION,
     "formats/BDF/multiple_annotation_chans.bdf": "tokens",
     "formats/BrainVision/Analyzer_nV_Export.vhdr": (SignalError, "shorter than one window"),
-    "formats/BrainVision/test_NO.vhdr": (ChannelError, "cannot place them"),
+    "formats/BrainVision/test_NO.vhdr": (SignalError, "shorter than one 1 s patch too"),
     "formats/BrainVision/*.eeg": COMPANION,
     "formats/BrainVision/*.vmrk": COMPANION,
     "formats/CNT/scan41_short.cnt": (EEGReadError, "data_format='int16'"),
@@ -46,8 +46,8 @@ EXPECTED = {
     "formats/Persyst/*.dat": COMPANION,
     "formats/antio/CA_208/test_CA_208.cnt": "tokens",
     "formats/antio/CA_208/test_CA_208.vhdr": "tokens",
-    "formats/antio/andy_101/Andy_101-raw.cnt": (ChannelError, "cannot place them"),
-    "formats/antio/andy_101/Andy_101-raw.vhdr": (ChannelError, "cannot place them"),
+    "formats/antio/andy_101/Andy_101-raw.cnt": (SignalError, "shorter than one window"),
+    "formats/antio/andy_101/Andy_101-raw.vhdr": (SignalError, "shorter than one window"),
     "formats/antio/*/*.eeg": COMPANION,
     "formats/antio/*/*.vmrk": COMPANION,
     "formats/antio/*/*.evt": COMPANION,
@@ -159,8 +159,11 @@ def test_volts_stored_as_microvolts(sine):
 
 
 def test_all_unknown_names(sine):
-    with pytest.raises(ChannelError, match="rename="):
-        neurofm.read_eeg(sine(10, 200, 20, 3), sfreq=200, ch_names=["ch1", "ch2", "ch3"])
+    # issue 16: the file reads (to look at it), with the fix in a warning; tokenize refuses
+    with pytest.warns(ChannelWarning, match="rename="):
+        raw = neurofm.read_eeg(sine(10, 200, 20, 3), sfreq=200, ch_names=["ch1", "ch2", "ch3"])
+    with pytest.raises(ChannelError, match="cannot place them. Fix: .*rename="):
+        neurofm.tokenize(raw, neurofm.Recipe(window_seconds=2.0))
     raw = neurofm.read_eeg(sine(10, 200, 20, 3), sfreq=200, ch_names=["ch1", "ch2", "ch3"],
                            rename={"ch1": "Fp1", "ch2": "Fp2"})  # fmt: skip
     assert raw.ch_names == ["Fp1", "Fp2", "ch3"]
@@ -407,8 +410,12 @@ def test_every_shared_format_file_reads_or_gives_a_read_error():
 def test_channel_hint_offers_positions_and_goes_stale_never(sine):
     # issue 12, item 18: the hint named rename= and montage=, not positions=, and stayed after them
     x = sine(10, 200, 20, 3)
-    with pytest.raises(ChannelError, match=r"positions=\{'ch1': \[x, y, z\]\}"):
-        neurofm.read_eeg(x, sfreq=200, ch_names=["ch1", "ch2", "ch3"])
+    # issue 16: reading works (to look at the file); tokenizing refuses, with the same fix
+    with pytest.warns(ChannelWarning, match=r"positions=\{'ch1': \[x, y, z\]\}"):
+        raw = neurofm.read_eeg(x, sfreq=200, ch_names=["ch1", "ch2", "ch3"])
+    assert raw.ch_names == ["ch1", "ch2", "ch3"]
+    with pytest.raises(ChannelError, match=r"cannot place them. Fix: .*positions=\{'ch1'"):
+        neurofm.tokenize(raw, neurofm.Recipe(window_seconds=2.0))
     raw, report = neurofm.read_eeg(x, sfreq=200, ch_names=["ch1", "ch2", "ch3"], return_report=True,
                                    positions={"ch1": "Cz", "ch2": [0, 10, 80], "ch3": [5, 5, 5]})  # fmt: skip
     assert report.hint == "" and "hint" not in str(report)

@@ -561,13 +561,12 @@ def read_eeg(
                 and c.name not in located]  # fmt: skip
     if montage is not None or not report.hint.startswith("names look like a BioSemi"):
         report.hint = unknown_hint(unplaced)  # only the channels still without a position
-    if not located:
-        raise ChannelError(
-            f"{label}: none of the {len(eeg)} EEG channel names is a 10-05 electrode or a "
-            f"bipolar pair of them (e.g. {eeg[:4]}), and the file has no positions, so the "
-            f"model cannot place them.\n{report}"
-        )
-    if unplaced:
+    if not located:  # readable (to look at, plot, fix); tokenize and encode refuse it
+        warn(f"{label}: none of the {len(eeg)} EEG channel names is a 10-05 electrode or a "
+             f"bipolar pair of them (e.g. {eeg[:4]}), and the file has no positions: it reads, "
+             f"but a model cannot place its channels until you say where they are. Fix: "
+             f"{report.hint}", ChannelWarning, stacklevel=2)  # fmt: skip
+    elif unplaced:
         warn(f"{label}: {len(unplaced)} channel names are not 10-05 electrodes and have no "
              f"position: {unplaced[:8]}; the model sees them without a place. Fix: "
              f"{report.hint}", ChannelWarning, stacklevel=2)  # fmt: skip

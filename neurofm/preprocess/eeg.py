@@ -178,9 +178,11 @@ class Stream:
             fits = np.floor(self.n_out / recipe.sfreq / recipe.patch_seconds) * recipe.patch_seconds
             raise SignalError(
                 f"recording is {self.n_out / recipe.sfreq:.3g} s long, shorter than one window "
-                f"({recipe.window_seconds:g} s): use a Recipe with window_seconds <= {fits:g}"
-                + ("" if fits > 0 else " and a shorter patch_seconds, or a longer recording")
-            )
+                f"({recipe.window_seconds:g} s): "
+                + (f"use a Recipe with window_seconds <= {fits:g}" if fits > 0 else
+                   f"it is shorter than one {recipe.patch_seconds:g} s patch too: use a longer "
+                   "recording (or a Recipe with a shorter patch_seconds, for a model trained so)")
+            )  # fmt: skip
         line = recipe.notch
         if line == "auto":
             n = min(self.n_in, int(120 * self.sfreq_in))
