@@ -627,7 +627,8 @@ def _check_placeable(raw, names, space, pos) -> None:
 
     unplaced = (np.asarray(space) == UNK) & np.isnan(np.asarray(pos, dtype=float)).any(-1)
     if len(names) and unplaced.all():
-        label = Path(raw.filenames[0]).name if raw.filenames and raw.filenames[0] else "the recording"
+        files = raw.filenames
+        label = Path(files[0]).name if files and files[0] else "the recording"
         raise ChannelError(
             f"{label}: none of the {len(names)} EEG channel names is a 10-05 electrode or a "
             f"bipolar pair of them (e.g. {list(names[:4])}), and the file has no positions, so "
