@@ -620,3 +620,31 @@ def test_a_channel_no_model_can_place_is_masked_in_the_shard(tmp_path):
     tokens, _ = next(iter(ShardDataset(tmp_path, batch_size=2)))
     assert not tokens.mask[:, 2].any() and tokens.mask[:, :2].all()
     create_model("eeg-tiny", recipe=recipe)(tokens)  # encodes: 'E' is padding now
+
+
+def test_event_locked_corpus_one_window_per_trial(tmp_path):  # issue 16: BCI trials as shards
+    from conftest import shared
+
+    import neurofm
+    from neurofm.data import ShardDataset
+    from neurofm.data.shards import read_meta
+
+    root = shared("eeg/eegmmidb")
+    config = load_config({"dataset": "eegmmidb", "root": str(root), "out": str(tmp_path / "out"),
+                          "reader": {"runs": [3]}, "workers": 1,
+                          "events": {"event_id": ["left_fist", "right_fist"], "tmin": 0.0, "tmax": 4.0}},
+                         CorpusConfig)  # fmt: skip
+    stats = preprocess_corpus(config, progress=False)
+    raw = neurofm.read_eeg(root / "S001R03.edf")
+    cues = [
+        (a["onset"], a["description"]) for a in raw.annotations if a["description"] in ("T1", "T2")
+    ]
+    assert stats["windows"] == len(cues) == 15
+    meta = read_meta(tmp_path / "out" / "shards" / "S001R03")
+    assert meta["window_labels"] == [{"T1": "left_fist", "T2": "right_fist"}[d] for _, d in cues]
+    tokens, labels = next(iter(ShardDataset(tmp_path / "out", batch_size=32, shuffle=False)))
+    assert tokens.shape[2] == 4  # tmax - tmin = 4 s of 1 s patches
+    assert sorted(tokens.t[:, 0].tolist()) == pytest.approx(sorted(o for o, _ in cues), abs=0.01)
+    with pytest.raises(ConfigError, match="tmax=0.0 must be after tmin=1.0"):
+        load_config({"dataset": "eegmmidb", "root": str(root), "out": str(tmp_path / "o2"),
+                     "events": {"event_id": ["T1"], "tmin": 1.0, "tmax": 0.0}}, CorpusConfig)  # fmt: skip

@@ -142,6 +142,22 @@ def part_ids(sizes: dict[str, int], part: int, parts: int) -> list[str]:
     return split_parts(sizes, parts)[part - 1]
 
 
+class EventWindows(StrictConfig):
+    """One window per event of the reader (BCI trials: motor imagery cues, stimuli)."""
+
+    event_id: list[str] = Field(min_length=1, description="labels of the events to lock "
+                                                          "windows to, e.g. [T1, T2]")  # fmt: skip
+    tmin: float = Field(0.0, description="window start relative to the event (s)")
+    tmax: float = Field(description="window end relative to the event (s); the window is "
+                                    "tmax - tmin, rounded to whole patches")  # fmt: skip
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.tmax <= self.tmin:
+            raise ValueError(f"tmax={self.tmax} must be after tmin={self.tmin}")
+        return self
+
+
 class CorpusConfig(StrictConfig):
     """``neurofm preprocess CONFIG.yaml``: which corpus, how to cut it, where to put it."""
 
@@ -157,6 +173,8 @@ class CorpusConfig(StrictConfig):
     workers: int = Field(2, ge=1, description="processes; one recording each at a time")
     dtype: Literal["float16", "float32"] = "float16"
     background: str = Field("bckg", description="label of windows that overlap no event")
+    events: EventWindows | None = Field(None, description="one window per event (label = the "
+                                                          "event's) instead of regular windows")  # fmt: skip
     max_files: int | None = Field(None, gt=0, description="stop after this many (trials)")
     overwrite: bool = Field(False, description="redo shards made with another recipe, reader "
                                                "option, source file or labels (default: refuse)")  # fmt: skip
@@ -354,7 +372,7 @@ def _seconds(loaded) -> float:
 
 
 def made_with(rec, recipe: EEGRecipe | FMRIRecipe, dtype: str, background: str,
-              root: Path | None = None) -> dict:  # fmt: skip
+              root: Path | None = None, events: EventWindows | None = None) -> dict:  # fmt: skip
     """Everything a shard's contents depend on, in JSON form (compared on resume); paths
     of reader options inside the corpus folder ``root`` relative to it."""
     made = {
@@ -364,6 +382,8 @@ def made_with(rec, recipe: EEGRecipe | FMRIRecipe, dtype: str, background: str,
         "labels": {"events": [[e.onset, e.duration, e.label, e.channel] for e in rec.events],
                    "label": rec.label, "background": background},
     }  # fmt: skip
+    if events is not None:  # absent otherwise: regular corpora keep their fingerprints
+        made["events"] = events.model_dump(mode="json")
     return json.loads(json.dumps(made, default=str))
 
 
@@ -448,7 +468,7 @@ def shard_state(shard: Path, expected: dict, rec=None, root: Path | None = None)
 
 
 def write_shard(rec, recipe: EEGRecipe | FMRIRecipe, out: Path, *, dtype="float16", background="bckg",
-                overwrite: bool = False, root=None) -> dict:  # fmt: skip
+                overwrite: bool = False, root=None, events: EventWindows | None = None) -> dict:  # fmt: skip
     """Tokenize one :class:`~neurofm.io.datasets.Recording` into ``out/shards/<id>/``.
 
     A shard made the same way is kept; one made differently raises ``ShardError``
@@ -457,7 +477,7 @@ def write_shard(rec, recipe: EEGRecipe | FMRIRecipe, out: Path, *, dtype="float1
     """
     sid = shard_id(rec)
     final = Path(out) / SHARDS / sid
-    made = made_with(rec, recipe, dtype, background, root)
+    made = made_with(rec, recipe, dtype, background, root, events)
     state, why = shard_state(final, made, rec, root)
     if state == "done":
         refresh_meta(final, rec, made)
@@ -477,14 +497,27 @@ def write_shard(rec, recipe: EEGRecipe | FMRIRecipe, out: Path, *, dtype="float1
 
 def _fill_shard(rec, recipe, work: Path, final: Path, made: dict, dtype, background) -> dict:
     from .. import __version__
-    from ..windows import iter_tokens
+    from ..windows import iter_tokens, plan_windows
 
     loaded = rec.load(recipe)  # an EEG Raw, or an fMRI series prepared at the recipe's TR
+    locked, event_labels = made.get("events"), None
+    if locked:  # one window per event of the chosen labels, labelled with it
+        chosen = [e for e in rec.events if e.label in locked["event_id"]]
+        if not chosen:
+            known = sorted({e.label for e in rec.events})
+            raise NeurofmError(f"{rec.id}: no event labelled {locked['event_id']} (its events: "
+                               f"{known or 'none'}): fix events.event_id")  # fmt: skip
+        plan = plan_windows(loaded, recipe, events=np.array([e.onset for e in chosen]),
+                            tmin=locked["tmin"], tmax=locked["tmax"])  # fmt: skip
+        event_labels = [chosen[i].label for i in plan.event]
+        batches = plan.batches(64)
+    else:
+        batches = iter_tokens(loaded, recipe, batch_size=64)
     writers = {name: NpyAppender(work / f"{name}.npy", dt) for name, dt in
                (("x", dtype), ("mask", bool), ("t", np.float32))}  # fmt: skip
     window_labels, names, space, pos, last_start = [], None, None, None, 0.0
     sample_sum, unplaced = None, None
-    for batch in iter_tokens(loaded, recipe, batch_size=64):
+    for batch in batches:
         if names is None:
             names, space, pos = batch.names[0], batch.space[0].numpy(), batch.pos[0].numpy()
             # a unit with no name in the vocabulary and no position can be placed by no
@@ -500,7 +533,10 @@ def _fill_shard(rec, recipe, work: Path, final: Path, made: dict, dtype, backgro
         writers["mask"].append(batch.mask.numpy() & ~unplaced[None, :, None])
         writers["t"].append(batch.t.numpy())
         for t0 in batch.t[:, 0].tolist():
-            window_labels.append(rec.label_at(t0, t0 + recipe.window_seconds, background))
+            if event_labels is not None:
+                window_labels.append(event_labels[len(window_labels)])
+            else:
+                window_labels.append(rec.label_at(t0, t0 + recipe.window_seconds, background))
             last_start = t0
         # amplitude statistics from the first window of every batch (cheap, spread out)
         sample = np.abs(batch.x[0].numpy()).reshape(len(names), -1)
@@ -512,7 +548,8 @@ def _fill_shard(rec, recipe, work: Path, final: Path, made: dict, dtype, backgro
     np.save(work / "space.npy", space)
     np.save(work / "pos.npy", pos)
     seconds = _seconds(loaded)
-    covered = last_start + recipe.window_seconds
+    # event-locked windows cover the trials, not the recording: nothing counts as dropped
+    covered = seconds if locked else last_start + recipe.window_seconds
     meta = {
         "id": final.name, "dataset": rec.dataset, **_record(rec), "label": rec.label,
         "n_windows": len(window_labels), "window_labels": window_labels,
@@ -547,7 +584,8 @@ def _work(args) -> dict:
     torch.set_num_threads(1)  # one process per core
     try:
         return write_shard(rec, config.recipe, out, dtype=config.dtype, root=corpus_folder(config.root),
-                           background=config.background, overwrite=config.overwrite)  # fmt: skip
+                           background=config.background, overwrite=config.overwrite,
+                           events=config.events)  # fmt: skip
     except Exception as err:  # a bad file is reported, never fatal for the corpus
         return {"id": rec.id, "shard": shard_id(rec), "status": "failed",
                 "error": f"{type(err).__name__}: {err}", "source": str(rec.path or rec.id)}  # fmt: skip
@@ -687,7 +725,7 @@ def _listing(config: CorpusConfig) -> tuple[list, list[str]]:
 
 def _expected(config: CorpusConfig, listed: dict) -> dict[str, dict]:
     root = corpus_folder(config.root)
-    return {i: made_with(r, config.recipe, config.dtype, config.background, root)
+    return {i: made_with(r, config.recipe, config.dtype, config.background, root, config.events)
             for i, r in listed.items()}  # fmt: skip
 
 
