@@ -50,6 +50,8 @@ bench: $(STAMP)  ## performance figures (see README)
 	$(PY) bench/fmri.py
 	$(PY) bench/dataloader.py
 	$(PY) bench/pretrain.py
+	$(PY) bench/encode.py
+	$(PY) bench/encode_stream.py
 
 # The small checkpoints shipped in the package (eeg-tiny.sample, tokenizer-tiny.sample):
 # pretrained on ../shared/data/eeg on a 2-core CPU (times in their model cards)
