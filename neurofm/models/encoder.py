@@ -103,6 +103,21 @@ def geometry_problem(given: dict) -> str:
     )
 
 
+def refuse_geometry(data, handler):
+    """A model config's wrap validator: patch-geometry keys are refused with the fix
+    (pass a recipe), beside every other problem of ``data``, one per line."""
+    given = [k for k in GEOMETRY if isinstance(data, dict) and k in data]
+    if not given:
+        return handler(data)
+    lines = [geometry_problem({k: data[k] for k in given})]
+    rest = {k: v for k, v in data.items() if k not in given}
+    try:
+        handler(rest)
+    except ValidationError as err:
+        lines += config_problems(err, rest)
+    raise ValueError("\n".join(lines))
+
+
 class EncoderConfig(StrictConfig):
     """Everything that shapes an encoder but its patches; saved in ``config.json``.
 
@@ -150,16 +165,7 @@ class EncoderConfig(StrictConfig):
     @classmethod
     def _no_geometry(cls, data, handler):
         """``patch_len``/``patch_seconds`` are refused with the fix (pass a recipe)."""
-        given = [k for k in GEOMETRY if isinstance(data, dict) and k in data]
-        if not given:
-            return handler(data)
-        lines = [geometry_problem({k: data[k] for k in given})]
-        rest = {k: v for k, v in data.items() if k not in given}
-        try:
-            handler(rest)
-        except ValidationError as err:
-            lines += config_problems(err, rest)
-        raise ValueError("\n".join(lines))
+        return refuse_geometry(data, handler)
 
     @model_validator(mode="after")
     def _check(self):

@@ -27,13 +27,13 @@ from typing import Literal
 
 import torch
 from einops import rearrange
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from torch import Tensor, nn
 
-from ..config import StrictConfig, config_problems
+from ..config import StrictConfig
 from ..models.checkpoint import Pretrained
 from ..models.decoder import TokenDecoder
-from ..models.encoder import GEOMETRY, Encoder, EncoderConfig, geometry_problem
+from ..models.encoder import Encoder, EncoderConfig, refuse_geometry
 from ..models.registry import register_architecture, register_model
 from ..tokens import Tokens
 from .quantizer import CodebookStats, VectorQuantizer
@@ -75,16 +75,7 @@ class TokenizerConfig(StrictConfig):
     @classmethod
     def _no_geometry(cls, data, handler):
         """``patch_len``/``patch_seconds`` are refused with the fix (pass a recipe)."""
-        given = [k for k in GEOMETRY if isinstance(data, dict) and k in data]
-        if not given:
-            return handler(data)
-        lines = [geometry_problem({k: data[k] for k in given})]
-        rest = {k: v for k, v in data.items() if k not in given}
-        try:
-            handler(rest)
-        except ValidationError as err:
-            lines += config_problems(err, rest)
-        raise ValueError("\n".join(lines))
+        return refuse_geometry(data, handler)
 
     @field_validator("encoder")
     @classmethod
