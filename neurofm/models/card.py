@@ -11,6 +11,7 @@ results given by the caller. Nothing is guessed: a figure that is not known is l
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 CARD = "README.md"
@@ -59,7 +60,7 @@ def write_card(folder, *, run=None, corpus=None, name: str | None = None, summar
     from safetensors import safe_open
 
     with safe_open(str(folder / "model.safetensors"), "pt") as f:
-        n_params = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
+        n_params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     data = _corpus(Path(corpus)) if corpus else {}
     run_summary, last = {}, {}
     if run and (Path(run) / "summary.json").exists():
@@ -112,13 +113,6 @@ def write_card(folder, *, run=None, corpus=None, name: str | None = None, summar
     path = folder / CARD
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path
-
-
-def _numel(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n
 
 
 def read_card(folder) -> dict:

@@ -23,19 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..tokens import Tokens
+from ..tokens import Tokens, collate
 from .base import Loss, Objective, Plan
 from .masking import MaskingConfig, choose
 
 __all__ = ["MaskedAutoencoder", "MaskedCodes", "MaskedReconstruction", "TokenizerTraining"]
-
-
-def _cat(a: Tokens, b: Tokens) -> Tokens:
-    """Two batches of the same grid, one after the other."""
-    return Tokens(torch.cat([a.x, b.x]),
-                  torch.cat([a.space, b.space]), torch.cat([a.pos, b.pos]),
-                  torch.cat([a.t, b.t]), torch.cat([a.mask, b.mask]),
-                  None if a.names is None else [*a.names, *(b.names or [])])  # fmt: skip
 
 
 def _head(dim: int, out: int) -> nn.Linear:
@@ -116,7 +108,7 @@ class MaskedCodes(_Masked):
             codes = self.tokenizer.codes(tokens)
         hidden = plan.hidden
         if self.symmetric:
-            tokens, codes = _cat(tokens, tokens), torch.cat([codes, codes])
+            tokens, codes = collate([tokens, tokens]), torch.cat([codes, codes])
             hidden = torch.cat([hidden, tokens.mask[: len(hidden)] & ~hidden])
         out = self.encoder(tokens, hidden=hidden)
         logits = self.head(out.tokens[hidden])

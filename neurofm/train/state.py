@@ -55,20 +55,18 @@ class EMA:
 
     def __init__(self, module: nn.Module, decay: float):
         self.decay = decay
-        self.shadow = {k: v.detach().float().clone() for k, v in _local_state(module).items()}
+        self.shadow = {
+            k: v.detach().float().clone() for k, v in unwrap(module).state_dict().items()
+        }
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
-        for k, v in _local_state(module).items():
+        for k, v in unwrap(module).state_dict().items():
             s = self.shadow[k]
             if v.is_floating_point():
                 s.lerp_(v.detach().float(), 1.0 - self.decay)
             else:
                 s.copy_(v)
-
-
-def _local_state(module: nn.Module) -> dict:
-    return {k: v for k, v in unwrap(module).state_dict().items()}
 
 
 def _prefix(objective: nn.Module) -> str:

@@ -55,6 +55,19 @@ def conv_out_len(patch_len: int) -> int:
     return (patch_len + 2 * 7 - 15) // 8 + 1
 
 
+def conv_channels(channels: int | None, dim: int, T: int, groups: int, patch_len: int) -> int:
+    """Channels of a patch embedding's convolutions (default ``dim // T``, T the conv
+    output length), checked against its GroupNorm's ``groups``."""
+    channels = channels or dim // T
+    if channels < groups or channels % groups:
+        raise NeurofmError(
+            f"conv_channels={channels} must be a positive multiple of conv_groups={groups}: "
+            f"pick dim as a multiple of {T * groups} for patch_len={patch_len}, "
+            "or set conv_channels"
+        )
+    return channels
+
+
 class ConvPatchEmbed(nn.Module):
     """LaBraM's temporal convolution: (B, S, N, P) patches -> (B, S, N, dim).
 
@@ -67,13 +80,7 @@ class ConvPatchEmbed(nn.Module):
                  groups: int = 4, norm: str = "sample"):  # fmt: skip
         super().__init__()
         T = conv_out_len(patch_len)
-        channels = channels or dim // T
-        if channels < groups or channels % groups:
-            raise NeurofmError(
-                f"conv_channels={channels} must be a positive multiple of conv_groups={groups}: "
-                f"pick dim as a multiple of {T * groups} for patch_len={patch_len}, "
-                "or set conv_channels"
-            )
+        channels = conv_channels(channels, dim, T, groups, patch_len)
         self.norm_per = norm
         self.conv1 = nn.Conv2d(1, channels, kernel_size=(1, 15), stride=(1, 8), padding=(0, 7))
         self.norm1 = nn.GroupNorm(groups, channels)
@@ -129,13 +136,7 @@ class CBraModPatchEmbed(nn.Module):
                 f"patch_len={patch_len} is too short for CBraMod's patch embedding (its first "
                 "convolution has kernel 49 and stride 25): use patches of at least 25 samples"
             )
-        channels = channels or dim // T
-        if channels < groups or channels % groups:
-            raise NeurofmError(
-                f"conv_channels={channels} must be a positive multiple of conv_groups={groups}: "
-                f"pick dim as a multiple of {T * groups} for patch_len={patch_len}, "
-                "or set conv_channels"
-            )
+        channels = conv_channels(channels, dim, T, groups, patch_len)
         self.norm_per = norm
         convs, norms, last = [], [], 1
         for kernel, stride, padding in CBRAMOD_CONVS:
